@@ -1,0 +1,35 @@
+# Two commands do all the set-up: `make demo` and `make test`. Each creates .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first: the PyPI builds run on CPU and carry the torchvision operators sam2 needs.
+	$(PY) -m pip install --quiet torch==2.15.0 torchvision==0.29.2
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vrsjax demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check vrsjax converters tests benchmarks
+	$(VENV)/bin/ruff format --check vrsjax converters tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format vrsjax converters tests benchmarks
+	$(VENV)/bin/ruff check --fix vrsjax converters tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/model_forward.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
