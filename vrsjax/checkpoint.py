@@ -27,6 +27,8 @@ def restore_params(directory: str | Path, target: dict[str, jax.ShapeDtypeStruct
         missing = sorted(set(target) - set(stored))
         unexpected = sorted(set(stored) - set(target))
         if missing or unexpected:
-            raise ValueError(f"{directory}: parameters do not match the model config; missing {missing[:20]}, "
-                             f"unexpected {unexpected[:20]}")
+            raise ValueError(
+                f"{directory}: parameters do not match the model config; missing {missing[:20]}, "
+                f"unexpected {unexpected[:20]}"
+            )
         return ckptr.restore(directory, target)

@@ -17,8 +17,16 @@ from safetensors.numpy import save_file
 TINY_IDS = {"image_token_id": 300, "video_token_id": 301, "vision_start_token_id": 302, "vision_end_token_id": 303}
 
 
-def tiny_config_dict(*, tie_word_embeddings: bool = True, text_layers: int = 2, vision_depth: int = 2,
-                     hidden_size: int = 64, vocab_size: int = 320, vision_hidden: int = 32, **ids) -> dict:
+def tiny_config_dict(
+    *,
+    tie_word_embeddings: bool = True,
+    text_layers: int = 2,
+    vision_depth: int = 2,
+    hidden_size: int = 64,
+    vocab_size: int = 320,
+    vision_hidden: int = 32,
+    **ids,
+) -> dict:
     """An HF config.json dict (transformers-v5 nested layout) of a tiny Qwen2.5-VL."""
     half = hidden_size // 4 // 2  # 4 heads; M-RoPE splits head_dim/2 frequencies as 1:1.5:1.5 like [16, 24, 24]
     hw = (half - half // 4) // 2
@@ -30,18 +38,37 @@ def tiny_config_dict(*, tie_word_embeddings: bool = True, text_layers: int = 2, 
         "tie_word_embeddings": tie_word_embeddings,
         **{**TINY_IDS, **ids},
         "text_config": {
-            "model_type": "qwen2_5_vl_text", "vocab_size": vocab_size, "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size, "num_hidden_layers": text_layers, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "max_position_embeddings": 4096,
-            "hidden_act": "silu", "use_sliding_window": False, "tie_word_embeddings": tie_word_embeddings,
+            "model_type": "qwen2_5_vl_text",
+            "vocab_size": vocab_size,
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": 4096,
+            "hidden_act": "silu",
+            "use_sliding_window": False,
+            "tie_word_embeddings": tie_word_embeddings,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": section},
-            "bos_token_id": 304, "eos_token_id": 305,
+            "bos_token_id": 304,
+            "eos_token_id": 305,
         },
         "vision_config": {
-            "model_type": "qwen2_5_vl_vision", "depth": vision_depth, "hidden_size": vision_hidden,
-            "intermediate_size": 2 * vision_hidden, "num_heads": 2, "in_channels": 3, "patch_size": 14,
-            "spatial_merge_size": 2, "temporal_patch_size": 2, "tokens_per_second": 2, "window_size": 112,
-            "out_hidden_size": hidden_size, "fullatt_block_indexes": [vision_depth - 1], "hidden_act": "silu",
+            "model_type": "qwen2_5_vl_vision",
+            "depth": vision_depth,
+            "hidden_size": vision_hidden,
+            "intermediate_size": 2 * vision_hidden,
+            "num_heads": 2,
+            "in_channels": 3,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "tokens_per_second": 2,
+            "window_size": 112,
+            "out_hidden_size": hidden_size,
+            "fullatt_block_indexes": [vision_depth - 1],
+            "hidden_act": "silu",
         },
     }
 

@@ -6,8 +6,9 @@ import torch
 
 from vrsjax.testing import TINY_IDS, relayout, write_tiny_checkpoint
 
-IMG, VID, VSTART, VEND = (TINY_IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id",
-                                                 "vision_end_token_id"))
+IMG, VID, VSTART, VEND = (
+    TINY_IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+)
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +50,8 @@ def make_batch(rows, images=(), videos=(), second_per_grid_ts=None, seed=0):
     ids = np.zeros((len(rows), length), np.int64)
     mask = np.zeros_like(ids)
     for i, r in enumerate(rows):
-        ids[i, length - len(r):] = r
-        mask[i, length - len(r):] = 1
+        ids[i, length - len(r) :] = r
+        mask[i, length - len(r) :] = 1
     batch = {"input_ids": ids, "attention_mask": mask}
     for key, grids in (("pixel_values", images), ("pixel_values_videos", videos)):
         if grids:

@@ -19,13 +19,24 @@ def cases():
         "text_left_padded": make_batch([text(9, 0), text(4, 1), text(7, 2)]),
         "image_odd_grid": make_batch([text(3, 3) + img + text(5, 4)], images=[GRID_ODD]),
         "video_4_frames": make_batch([text(4, 5) + vid + text(6, 6)], videos=[GRID_VIDEO], second_per_grid_ts=[1.5]),
-        "image_and_video": make_batch([text(2, 7) + vision_block(IMG, (1, 4, 6)) + text(3, 8) + vid + text(2, 9)],
-                                      images=[(1, 4, 6)], videos=[GRID_VIDEO], second_per_grid_ts=[0.5]),
-        "batch_of_images": make_batch([text(2, 10) + vision_block(IMG, (1, 8, 8)) + text(2, 11),
-                                       text(5, 12) + vision_block(IMG, (1, 6, 10)) + vision_block(IMG, (1, 4, 4))],
-                                      images=[(1, 8, 8), (1, 6, 10), (1, 4, 4)]),
-        "long_video_fast_fps": make_batch([text(3, 13) + vision_block(VID, (6, 4, 4)) + text(3, 14)],
-                                          videos=[(6, 4, 4)], second_per_grid_ts=[2.0 / 3.0]),
+        "image_and_video": make_batch(
+            [text(2, 7) + vision_block(IMG, (1, 4, 6)) + text(3, 8) + vid + text(2, 9)],
+            images=[(1, 4, 6)],
+            videos=[GRID_VIDEO],
+            second_per_grid_ts=[0.5],
+        ),
+        "batch_of_images": make_batch(
+            [
+                text(2, 10) + vision_block(IMG, (1, 8, 8)) + text(2, 11),
+                text(5, 12) + vision_block(IMG, (1, 6, 10)) + vision_block(IMG, (1, 4, 4)),
+            ],
+            images=[(1, 8, 8), (1, 6, 10), (1, 4, 4)],
+        ),
+        "long_video_fast_fps": make_batch(
+            [text(3, 13) + vision_block(VID, (6, 4, 4)) + text(3, 14)],
+            videos=[(6, 4, 4)],
+            second_per_grid_ts=[2.0 / 3.0],
+        ),
     }
 
 
@@ -53,12 +64,22 @@ def test_rope_index_matches_transformers(models, case):
         pytest.skip("transformers uses plain arange positions without vision grids")
     ids = b["input_ids"]
     want_pos, want_delta = ref.model.get_rope_index(
-        torch.from_numpy(ids), torch.from_numpy(np.where(ids == IMG, 1, np.where(ids == VID, 2, 0))),
-        *(torch.from_numpy(b[k]) if k in b else None for k in ("image_grid_thw", "video_grid_thw",
-                                                               "second_per_grid_ts", "attention_mask")))
+        torch.from_numpy(ids),
+        torch.from_numpy(np.where(ids == IMG, 1, np.where(ids == VID, 2, 0))),
+        *(
+            torch.from_numpy(b[k]) if k in b else None
+            for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts", "attention_mask")
+        ),
+    )
     pos, delta = qwen2_5_vl.get_rope_index(
-        ids, b["attention_mask"], b.get("image_grid_thw"), b.get("video_grid_thw"), b.get("second_per_grid_ts"),
-        image_token_id=IMG, video_token_id=VID)
+        ids,
+        b["attention_mask"],
+        b.get("image_grid_thw"),
+        b.get("video_grid_thw"),
+        b.get("second_per_grid_ts"),
+        image_token_id=IMG,
+        video_token_id=VID,
+    )
     valid = b["attention_mask"].astype(bool)
     np.testing.assert_array_equal(pos[:, valid], want_pos.numpy()[:, valid])
     np.testing.assert_array_equal(delta, want_delta.numpy().reshape(-1))
@@ -94,6 +115,7 @@ def test_decoder_layer_matches_transformers(models):
     with torch.no_grad():
         pe = rotary(torch.from_numpy(x), torch.from_numpy(np.asarray(inputs.position_ids, np.int64)))
         np.testing.assert_allclose(np.asarray(cos), pe[0].numpy(), atol=1e-6)
-        want = ref.model.language_model.layers[0](torch.from_numpy(x), attention_mask=additive,
-                                                  position_embeddings=pe).numpy()
+        want = ref.model.language_model.layers[0](
+            torch.from_numpy(x), attention_mask=additive, position_embeddings=pe
+        ).numpy()
     assert np.abs(got - want).max() <= 1e-5

@@ -11,15 +11,14 @@ import jax
 import jax.numpy as jnp
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, scale: float,
-              implementation: str = "reference") -> jax.Array:
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, scale: float, implementation: str = "reference"
+) -> jax.Array:
     """q: float[B, T, N, D], k, v: float[B, S, K, D] (N % K == 0), mask: bool[B, T, S] -> float[B, T, N, D]."""
     if implementation == "reference":
         return _reference(q, k, v, mask, scale)
     bias_mask = None if mask is None else mask[:, None]
-    return jax.nn.dot_product_attention(
-        q, k, v, mask=bias_mask, scale=scale, implementation=implementation
-    )
+    return jax.nn.dot_product_attention(q, k, v, mask=bias_mask, scale=scale, implementation=implementation)
 
 
 def _reference(q, k, v, mask, scale):

@@ -14,8 +14,9 @@ INIT_STD = 0.02  # HF initializer_range; only matters for models built without a
 
 
 class Linear(nnx.Module):
-    def __init__(self, in_features: int, out_features: int, *, use_bias: bool, axes: tuple, dtype, param_dtype,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, in_features: int, out_features: int, *, use_bias: bool, axes: tuple, dtype, param_dtype, rngs: nnx.Rngs
+    ):
         init = jax.random.normal(rngs.params(), (in_features, out_features), param_dtype) * INIT_STD
         self.kernel = nnx.Param(init, axes=axes)
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype), axes=axes[1:]) if use_bias else None

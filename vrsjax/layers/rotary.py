@@ -33,8 +33,9 @@ def vision_cos_sin(pos_hw: jax.Array, head_dim: int, theta: float) -> tuple[jax.
     return jnp.cos(emb), jnp.sin(emb)
 
 
-def mrope_cos_sin(position_ids: jax.Array, head_dim: int, theta: float, mrope_section: tuple[int, ...],
-                  dtype) -> tuple[jax.Array, jax.Array]:
+def mrope_cos_sin(
+    position_ids: jax.Array, head_dim: int, theta: float, mrope_section: tuple[int, ...], dtype
+) -> tuple[jax.Array, jax.Array]:
     """int[3, B, L] (t, h, w rows) -> cos, sin float[B, L, head_dim] in `dtype`.
 
     Frequency chunk i (sizes `mrope_section`) takes its angle from position row i % 3.

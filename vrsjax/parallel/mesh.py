@@ -31,8 +31,10 @@ def resolve_axes(sizes: dict[str, int], num_devices: int) -> dict[str, int]:
             raise ValueError(f"mesh: {sizes}: {num_devices} devices are not divisible by {fixed}")
         sizes[free[0]] = num_devices // fixed
     if math.prod(sizes.values()) != num_devices:
-        raise ValueError(f"mesh: {sizes} uses {math.prod(sizes.values())} devices but {num_devices} are available; "
-                         f"set one axis to -1 or make the product match")
+        raise ValueError(
+            f"mesh: {sizes} uses {math.prod(sizes.values())} devices but {num_devices} are available; "
+            f"set one axis to -1 or make the product match"
+        )
     return sizes
 
 

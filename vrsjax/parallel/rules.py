@@ -31,8 +31,10 @@ RULES: dict[str, tuple[str, ...]] = {
 
 def spec(names: tuple, shape: tuple[int, ...], mesh: Mesh, rules: dict = RULES) -> PartitionSpec:
     """Logical names -> PartitionSpec, dropping mesh axes already used or not dividing the dimension."""
+    if not names:
+        return PartitionSpec()
     used, out = set(), []
-    for name, dim in zip(names, shape):
+    for name, dim in zip(names, shape, strict=True):
         axes = tuple(a for a in rules.get(name, ()) if a in mesh.shape and a not in used and mesh.shape[a] > 1)
         size = 1
         for a in axes:

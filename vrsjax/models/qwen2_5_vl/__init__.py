@@ -16,8 +16,16 @@ from vrsjax.models.qwen2_5_vl.model import Qwen2_5_VLForConditionalGeneration
 from vrsjax.models.qwen2_5_vl.positions import get_rope_index
 
 __all__ = [
-    "Qwen2_5_VLConfig", "TextConfig", "VisionConfig", "ModelInputs", "Qwen2_5_VLForConditionalGeneration",
-    "from_pretrained", "from_config", "get_rope_index", "prepare_inputs", "PARAMS_DIR",
+    "Qwen2_5_VLConfig",
+    "TextConfig",
+    "VisionConfig",
+    "ModelInputs",
+    "Qwen2_5_VLForConditionalGeneration",
+    "from_pretrained",
+    "from_config",
+    "get_rope_index",
+    "prepare_inputs",
+    "PARAMS_DIR",
 ]
 
 PARAMS_DIR = "params"  # a converted checkpoint: config.json + params/ (orbax)
@@ -28,17 +36,22 @@ def from_config(config: Qwen2_5_VLConfig, seed: int = 0) -> Qwen2_5_VLForConditi
     return Qwen2_5_VLForConditionalGeneration(config, rngs=nnx.Rngs(seed))
 
 
-def from_pretrained(path: str | Path, dtype: str = "float32", *, param_dtype: str | None = None,
-                    attention: str = "reference", mesh: Mesh | None = None,
-                    adapter_dir: str | Path | None = None) -> Qwen2_5_VLForConditionalGeneration:
+def from_pretrained(
+    path: str | Path,
+    dtype: str = "float32",
+    *,
+    param_dtype: str | None = None,
+    attention: str = "reference",
+    mesh: Mesh | None = None,
+    adapter_dir: str | Path | None = None,
+) -> Qwen2_5_VLForConditionalGeneration:
     """Load an HF Qwen2.5-VL directory (or a converted one), placing parameters on `mesh` when given."""
     from vrsjax.checkpoint import restore_params
     from vrsjax.models.qwen2_5_vl.params import load_hf_params
     from vrsjax.parallel.rules import param_shardings
 
     path = Path(path)
-    config = Qwen2_5_VLConfig.from_pretrained(path, dtype=dtype, param_dtype=param_dtype or dtype,
-                                              attention=attention)
+    config = Qwen2_5_VLConfig.from_pretrained(path, dtype=dtype, param_dtype=param_dtype or dtype, attention=attention)
     abstract = nnx.eval_shape(lambda: Qwen2_5_VLForConditionalGeneration(config, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     shardings = param_shardings(state, mesh) if mesh is not None else None
@@ -46,8 +59,10 @@ def from_pretrained(path: str | Path, dtype: str = "float32", *, param_dtype: st
         if adapter_dir is not None:
             raise ValueError("adapter_dir applies to HF checkpoints; merge it when converting (converters/)")
         flat_sh = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
-        target = {_dotted(p): jax.ShapeDtypeStruct(v.shape, jnp.dtype(config.param_dtype), sharding=flat_sh.get(p))
-                  for p, v in nnx.to_flat_state(state)}
+        target = {
+            _dotted(p): jax.ShapeDtypeStruct(v.shape, jnp.dtype(config.param_dtype), sharding=flat_sh.get(p))
+            for p, v in nnx.to_flat_state(state)
+        }
         values = restore_params(path / PARAMS_DIR, target)
     else:
         values = load_hf_params(state, path, config, shardings=shardings, adapter_dir=adapter_dir)

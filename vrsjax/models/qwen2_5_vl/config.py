@@ -110,7 +110,10 @@ class Qwen2_5_VLConfig:
                 f"{source}: model_type={model_type!r} is not a Qwen2.5-VL checkpoint (expected one of "
                 f"{MODEL_TYPES}); point vrsjax at a Qwen2.5-VL directory"
             )
-        text_d = {**{k: v for k, v in d.items() if k not in ("text_config", "vision_config")}, **d.get("text_config", {})}
+        text_d = {
+            **{k: v for k, v in d.items() if k not in ("text_config", "vision_config")},
+            **d.get("text_config", {}),
+        }
         vision_d = d.get("vision_config") or {}
         if text_d.get("use_sliding_window"):
             raise ValueError(f"{source}: use_sliding_window=true is not supported (no released Qwen2.5-VL uses it)")
@@ -143,7 +146,11 @@ class Qwen2_5_VLConfig:
         base = {k: val for k, val in self.hf_config.items() if k not in _FLAT_TEXT_KEYS}
         text = {**base.get("text_config", {}), **dataclasses.asdict(t)}
         text.pop("rope_theta"), text.pop("mrope_section")
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": t.rope_theta, "mrope_section": list(t.mrope_section)}
+        text["rope_parameters"] = {
+            "rope_type": "default",
+            "rope_theta": t.rope_theta,
+            "mrope_section": list(t.mrope_section),
+        }
         text["tie_word_embeddings"] = self.tie_word_embeddings
         text.setdefault("model_type", "qwen2_5_vl_text")
         vision = {**base.get("vision_config", {}), **dataclasses.asdict(v)}

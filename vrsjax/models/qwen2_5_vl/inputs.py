@@ -50,15 +50,19 @@ def prepare_inputs(
     if mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask shape {mask.shape} != input_ids shape {input_ids.shape}")
     vcfg = config.vision
-    kinds = [("image", pixel_values, image_grid_thw, config.image_token_id),
-             ("video", pixel_values_videos, video_grid_thw, config.video_token_id)]
+    kinds = [
+        ("image", pixel_values, image_grid_thw, config.image_token_id),
+        ("video", pixel_values_videos, video_grid_thw, config.video_token_id),
+    ]
     patches, grids, vision_src, offset = [], [], np.full(input_ids.shape, -1, np.int32), 0
     for name, pixels, grid, token_id in kinds:
         is_pad = (input_ids == token_id) & (mask > 0)
         if pixels is None:
             if is_pad.any():
-                raise ValueError(f"input_ids contain {int(is_pad.sum())} {name} pad tokens but no {name} pixels "
-                                 f"were given (pass pixel_values{'' if name == 'image' else '_videos'})")
+                raise ValueError(
+                    f"input_ids contain {int(is_pad.sum())} {name} pad tokens but no {name} pixels "
+                    f"were given (pass pixel_values{'' if name == 'image' else '_videos'})"
+                )
             continue
         pixels, grid = _check_pixels(name, pixels, grid, vcfg)
         merged = np.prod(grid, axis=1) // vcfg.spatial_merge_size**2
@@ -68,8 +72,14 @@ def prepare_inputs(
         patches.append(pixels)
         grids.append(grid)
     if position_ids is None:
-        position_ids = _positions(config, input_ids, mask, image_grid_thw if pixel_values is not None else None,
-                                  video_grid_thw if pixel_values_videos is not None else None, second_per_grid_ts)
+        position_ids = _positions(
+            config,
+            input_ids,
+            mask,
+            image_grid_thw if pixel_values is not None else None,
+            video_grid_thw if pixel_values_videos is not None else None,
+            second_per_grid_ts,
+        )
     inputs = ModelInputs(input_ids.astype(np.int32), mask, np.asarray(position_ids, np.int32), vision_src)
     if patches:
         grid = np.concatenate(grids)
@@ -84,9 +94,15 @@ def _positions(config, input_ids, mask, image_grid, video_grid, second_per_grid_
     if image_grid is None and video_grid is None:
         return text_positions(mask)
     positions, _ = get_rope_index(
-        input_ids, mask, image_grid, video_grid, second_per_grid_ts,
-        image_token_id=config.image_token_id, video_token_id=config.video_token_id,
-        spatial_merge_size=config.vision.spatial_merge_size, tokens_per_second=config.vision.tokens_per_second,
+        input_ids,
+        mask,
+        image_grid,
+        video_grid,
+        second_per_grid_ts,
+        image_token_id=config.image_token_id,
+        video_token_id=config.video_token_id,
+        spatial_merge_size=config.vision.spatial_merge_size,
+        tokens_per_second=config.vision.tokens_per_second,
     )
     return positions
 
@@ -98,16 +114,21 @@ def _check_pixels(name, pixels, grid, vcfg):
         raise ValueError(f"{key} given without {name}_grid_thw")
     grid = np.asarray(grid, np.int64).reshape(-1, 3)
     if pixels.ndim != 2 or pixels.shape[1] != vcfg.patch_dim:
-        raise ValueError(f"{key} must be [num_patches, {vcfg.patch_dim}] (C*temporal_patch*patch*patch), "
-                         f"got {pixels.shape}")
+        raise ValueError(
+            f"{key} must be [num_patches, {vcfg.patch_dim}] (C*temporal_patch*patch*patch), got {pixels.shape}"
+        )
     m = vcfg.spatial_merge_size
     bad = np.flatnonzero((grid <= 0).any(axis=1) | (grid[:, 1] % m != 0) | (grid[:, 2] % m != 0))
     if len(bad):
-        raise ValueError(f"{name}_grid_thw row {int(bad[0])} = {grid[bad[0]].tolist()}: t, h, w must be positive "
-                         f"and h, w multiples of spatial_merge_size={m}")
+        raise ValueError(
+            f"{name}_grid_thw row {int(bad[0])} = {grid[bad[0]].tolist()}: t, h, w must be positive "
+            f"and h, w multiples of spatial_merge_size={m}"
+        )
     if int(np.prod(grid, axis=1).sum()) != pixels.shape[0]:
-        raise ValueError(f"{name}_grid_thw {grid.tolist()} describes {int(np.prod(grid, axis=1).sum())} patches "
-                         f"but {key} has {pixels.shape[0]} rows; grids and pixels come from different batches?")
+        raise ValueError(
+            f"{name}_grid_thw {grid.tolist()} describes {int(np.prod(grid, axis=1).sum())} patches "
+            f"but {key} has {pixels.shape[0]} rows; grids and pixels come from different batches?"
+        )
     return pixels, grid
 
 

@@ -23,8 +23,12 @@ from vrsjax.models.qwen2_5_vl.vision import Qwen2_5_VisionTransformer
 
 class Qwen2_5_VLModel(nnx.Module):
     def __init__(self, config: Qwen2_5_VLConfig, *, rngs: nnx.Rngs):
-        kw = dict(implementation=config.attention, dtype=jnp.dtype(config.dtype),
-                  param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
+        kw = dict(
+            implementation=config.attention,
+            dtype=jnp.dtype(config.dtype),
+            param_dtype=jnp.dtype(config.param_dtype),
+            rngs=rngs,
+        )
         self.visual = Qwen2_5_VisionTransformer(config.vision, **kw)
         self.language_model = Qwen2_5_VLTextModel(config.text, **kw)
 
@@ -35,9 +39,19 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
         self.config = config
         self.model = Qwen2_5_VLModel(config, rngs=rngs)
         t = config.text
-        self.lm_head = None if config.tie_word_embeddings else Linear(
-            t.hidden_size, t.vocab_size, use_bias=False, axes=("embed", "vocab"), dtype=jnp.dtype(config.dtype),
-            param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
+        self.lm_head = (
+            None
+            if config.tie_word_embeddings
+            else Linear(
+                t.hidden_size,
+                t.vocab_size,
+                use_bias=False,
+                axes=("embed", "vocab"),
+                dtype=jnp.dtype(config.dtype),
+                param_dtype=jnp.dtype(config.param_dtype),
+                rngs=rngs,
+            )
+        )
 
     def embed(self, inputs: ModelInputs) -> jax.Array:
         """Token embeddings with the vision features in place of the pad tokens: float[B, L, D]."""
@@ -62,11 +76,29 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
         """Traceable forward: ModelInputs -> logits float[B, L, V]."""
         return self.logits(self.hidden_states(inputs))
 
-    def __call__(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
-                 pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None, position_ids=None):
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        pixel_values=None,
+        image_grid_thw=None,
+        pixel_values_videos=None,
+        video_grid_thw=None,
+        second_per_grid_ts=None,
+        position_ids=None,
+    ):
         """HF-style call (numpy or JAX arrays) -> logits float[B, L, V]; jitted per input bucket."""
-        inputs = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
-                                pixel_values_videos, video_grid_thw, second_per_grid_ts, position_ids)
+        inputs = prepare_inputs(
+            self.config,
+            input_ids,
+            attention_mask,
+            pixel_values,
+            image_grid_thw,
+            pixel_values_videos,
+            video_grid_thw,
+            second_per_grid_ts,
+            position_ids,
+        )
         return _jitted_forward(self, inputs)
 
     def save_pretrained(self, out_dir: str | Path, **kwargs) -> Path:

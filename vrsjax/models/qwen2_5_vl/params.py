@@ -33,15 +33,22 @@ _V = r"(?:model\.)?visual\."
 _L = r"model\.(?:language_model\.)?"
 _RULES = [
     (_V + r"patch_embed\.proj\.weight", "model.visual.patch_embed.kernel", T.PATCH),
-    (_V + r"(blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.(?:gate|up|down)_proj))\.weight", r"model.visual.\1.kernel", T.LINEAR),
+    (
+        _V + r"(blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.(?:gate|up|down)_proj))\.weight",
+        r"model.visual.\1.kernel",
+        T.LINEAR,
+    ),
     (_V + r"(blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.(?:gate|up|down)_proj))\.bias", r"model.visual.\1.bias", T.NONE),
     (_V + r"(blocks\.\d+\.norm[12])\.weight", r"model.visual.\1.weight", T.NONE),
     (_V + r"merger\.ln_q\.weight", "model.visual.merger.ln_q.weight", T.NONE),
     (_V + r"merger\.mlp\.([02])\.weight", r"model.visual.merger.mlp.\1.kernel", T.LINEAR),
     (_V + r"merger\.mlp\.([02])\.bias", r"model.visual.merger.mlp.\1.bias", T.NONE),
     (_L + r"embed_tokens\.weight", "model.language_model.embed_tokens.embedding", T.NONE),
-    (_L + r"(layers\.\d+\.(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj))\.weight",
-     r"model.language_model.\1.kernel", T.LINEAR),
+    (
+        _L + r"(layers\.\d+\.(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj))\.weight",
+        r"model.language_model.\1.kernel",
+        T.LINEAR,
+    ),
     (_L + r"(layers\.\d+\.self_attn\.[qkv]_proj)\.bias", r"model.language_model.\1.bias", T.NONE),
     (_L + r"(layers\.\d+\.(?:input|post_attention)_layernorm)\.weight", r"model.language_model.\1.weight", T.NONE),
     (_L + r"norm\.weight", "model.language_model.norm.weight", T.NONE),
@@ -109,8 +116,10 @@ def safetensors_files(ckpt_dir: Path) -> list[Path]:
         return files
     files = sorted(ckpt_dir.glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"{ckpt_dir}: no *.safetensors files (and no model.safetensors.index.json); "
-                                f"vrsjax reads safetensors checkpoints only — re-save with save_pretrained")
+        raise FileNotFoundError(
+            f"{ckpt_dir}: no *.safetensors files (and no model.safetensors.index.json); "
+            f"vrsjax reads safetensors checkpoints only — re-save with save_pretrained"
+        )
     return files
 
 
@@ -125,8 +134,9 @@ def iter_tensors(files: list[Path]) -> Iterator[tuple[str, np.ndarray]]:
             raise ValueError(f"{file}: corrupt or truncated safetensors file ({e}); re-download it") from e
 
 
-def load_hf_params(abstract_state: nnx.State, ckpt_dir: str | Path, config, *, shardings=None,
-                   adapter_dir: str | Path | None = None) -> dict[str, jax.Array]:
+def load_hf_params(
+    abstract_state: nnx.State, ckpt_dir: str | Path, config, *, shardings=None, adapter_dir: str | Path | None = None
+) -> dict[str, jax.Array]:
     """Stream an HF checkpoint into {dotted path: array} for `abstract_state`; all mismatches raise together."""
     ckpt_dir = Path(ckpt_dir)
     expected = {_dotted(p): v for p, v in nnx.to_flat_state(abstract_state)}
@@ -180,8 +190,10 @@ class LoraAdapter:
         cfg_file, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
         for f in (cfg_file, weights):
             if not f.exists():
-                raise FileNotFoundError(f"{f}: missing; a LoRA adapter dir needs adapter_config.json and "
-                                        f"adapter_model.safetensors (as PEFT / LLaMA-Factory write them)")
+                raise FileNotFoundError(
+                    f"{f}: missing; a LoRA adapter dir needs adapter_config.json and "
+                    f"adapter_model.safetensors (as PEFT / LLaMA-Factory write them)"
+                )
         cfg = json.loads(cfg_file.read_text())
         if cfg.get("use_dora"):
             raise ValueError(f"{cfg_file}: use_dora=true is not supported; merge DoRA adapters with PEFT first")
@@ -199,8 +211,10 @@ class LoraAdapter:
             self.pairs.setdefault(target[0], {})[m.group(2)] = tensor
         bad = [p for p, ab in self.pairs.items() if set(ab) != {"A", "B"}]
         if unknown or bad:
-            raise ValueError(f"{weights}: cannot merge keys {unknown + bad}; only lora_A/lora_B pairs on linear "
-                             f"layers are supported (no modules_to_save, embeddings or biases)")
+            raise ValueError(
+                f"{weights}: cannot merge keys {unknown + bad}; only lora_A/lora_B pairs on linear "
+                f"layers are supported (no modules_to_save, embeddings or biases)"
+            )
         self.used: set[str] = set()
 
     def merge(self, path: str, weight: np.ndarray) -> np.ndarray:
@@ -232,8 +246,14 @@ def export_tensors(model: nnx.Module, layout: str = "v5", dtype: str | None = No
         yield key, np.ascontiguousarray(to_hf(value, transform, config))
 
 
-def save_pretrained(model: nnx.Module, out_dir: str | Path, *, layout: str = "v5", dtype: str | None = None,
-                    max_shard_bytes: int = 5 * 2**30) -> Path:
+def save_pretrained(
+    model: nnx.Module,
+    out_dir: str | Path,
+    *,
+    layout: str = "v5",
+    dtype: str | None = None,
+    max_shard_bytes: int = 5 * 2**30,
+) -> Path:
     """Write `config.json` + `model.safetensors` (or shards + index when larger than `max_shard_bytes`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,3 +281,67 @@ def save_pretrained(model: nnx.Module, out_dir: str | Path, *, layout: str = "v5
         hf["dtype"] = dtype
     (out_dir / "config.json").write_text(json.dumps(hf, indent=2))
     return out_dir
+
+
+# ------------------------------------------------------------------------------------------------ converting
+
+# Files that travel with the weights so a converted directory is still a complete checkpoint.
+SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "chat_template.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "processor_config.json",
+)
+
+
+def copy_side_files(src: Path, dst: Path) -> list[str]:
+    import shutil
+
+    copied = []
+    for name in SIDE_FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
+            copied.append(name)
+    return copied
+
+
+def convert_hf_to_vrsjax(
+    src: str | Path, dst: str | Path, *, dtype: str = "float32", adapter_dir: str | Path | None = None
+) -> Path:
+    """HF directory (+ optional LoRA adapter, merged) -> `dst/config.json` + `dst/params/` (orbax)."""
+    from vrsjax.checkpoint import save_params
+    from vrsjax.models.qwen2_5_vl import PARAMS_DIR, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    src, dst = Path(src), Path(dst)
+    if (dst / PARAMS_DIR).exists():
+        raise FileExistsError(f"{dst / PARAMS_DIR} exists; choose an empty output directory")
+    config = Qwen2_5_VLConfig.from_pretrained(src, dtype=dtype, param_dtype=dtype)
+    abstract = nnx.eval_shape(lambda: Qwen2_5_VLForConditionalGeneration(config, rngs=nnx.Rngs(0)))
+    params = load_hf_params(nnx.state(abstract), src, config, adapter_dir=adapter_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    save_params(params, dst / PARAMS_DIR)
+    hf = config.to_hf_dict()
+    (dst / "config.json").write_text(json.dumps(hf, indent=2))
+    copy_side_files(src, dst)
+    return dst
+
+
+def convert_vrsjax_to_hf(
+    src: str | Path, dst: str | Path, *, layout: str = "v5", dtype: str | None = None, max_shard_bytes: int = 5 * 2**30
+) -> Path:
+    """A converted directory (or any HF one) -> HF safetensors + config.json that transformers loads."""
+    from vrsjax.models.qwen2_5_vl import from_pretrained
+
+    src, dst = Path(src), Path(dst)
+    model = from_pretrained(src, dtype=dtype or "float32")
+    save_pretrained(model, dst, layout=layout, dtype=dtype, max_shard_bytes=max_shard_bytes)
+    copy_side_files(src, dst)
+    return dst

@@ -75,7 +75,7 @@ def _runs(kinds: np.ndarray):
     edges = np.flatnonzero(np.diff(kinds)) + 1
     starts = np.concatenate([[0], edges])
     ends = np.concatenate([edges, [len(kinds)]])
-    return [(int(kinds[s]), int(s), int(e)) for s, e in zip(starts, ends)]
+    return [(int(kinds[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
 
 
 def _interval(kind: int, seconds, tokens_per_second: int):

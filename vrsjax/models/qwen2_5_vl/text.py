@@ -22,10 +22,14 @@ class Qwen2_5_VLAttention(nnx.Module):
     def __init__(self, cfg: TextConfig, *, implementation: str, dtype, param_dtype, rngs: nnx.Rngs):
         hd, kv = cfg.head_dim, cfg.num_key_value_heads
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.q_proj = Linear(cfg.hidden_size, cfg.num_attention_heads * hd, use_bias=True, axes=("embed", "heads"), **kw)
+        self.q_proj = Linear(
+            cfg.hidden_size, cfg.num_attention_heads * hd, use_bias=True, axes=("embed", "heads"), **kw
+        )
         self.k_proj = Linear(cfg.hidden_size, kv * hd, use_bias=True, axes=("embed", "kv_heads"), **kw)
         self.v_proj = Linear(cfg.hidden_size, kv * hd, use_bias=True, axes=("embed", "kv_heads"), **kw)
-        self.o_proj = Linear(cfg.num_attention_heads * hd, cfg.hidden_size, use_bias=False, axes=("heads", "embed"), **kw)
+        self.o_proj = Linear(
+            cfg.num_attention_heads * hd, cfg.hidden_size, use_bias=False, axes=("heads", "embed"), **kw
+        )
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, kv, hd
         self.implementation = implementation
 
@@ -54,8 +58,9 @@ class Qwen2MLP(nnx.Module):
 
 class Qwen2_5_VLDecoderLayer(nnx.Module):
     def __init__(self, cfg: TextConfig, *, implementation: str, dtype, param_dtype, rngs: nnx.Rngs):
-        self.self_attn = Qwen2_5_VLAttention(cfg, implementation=implementation, dtype=dtype,
-                                             param_dtype=param_dtype, rngs=rngs)
+        self.self_attn = Qwen2_5_VLAttention(
+            cfg, implementation=implementation, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
         self.mlp = Qwen2MLP(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
@@ -77,10 +82,14 @@ class Qwen2_5_VLTextModel(nnx.Module):
         self.config = cfg
         self.dtype = dtype
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.layers = nnx.List([
-            Qwen2_5_VLDecoderLayer(cfg, implementation=implementation, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-            for _ in range(cfg.num_hidden_layers)
-        ])
+        self.layers = nnx.List(
+            [
+                Qwen2_5_VLDecoderLayer(
+                    cfg, implementation=implementation, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+                )
+                for _ in range(cfg.num_hidden_layers)
+            ]
+        )
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
 
     def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:

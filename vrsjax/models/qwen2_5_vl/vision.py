@@ -74,10 +74,12 @@ def vision_layout(grid_thw: np.ndarray, cfg: VisionConfig, pad_to: int | None = 
         n_windows += int(t * nwh * nww)
         n_frames += int(t)
     max_frame = int(np.max(grid_thw[:, 1] * grid_thw[:, 2])) if len(grid_thw) else unit
-    window_slots, window_inv = _blocks(np.concatenate(win_id), np.concatenate(win_rank), n_windows,
-                                       ws * ws * unit, n_pad)
-    frame_slots, frame_inv = _blocks(np.concatenate(frame_id), np.concatenate(frame_rank), n_frames,
-                                     bucket(max_frame, unit), n_pad)
+    window_slots, window_inv = _blocks(
+        np.concatenate(win_id), np.concatenate(win_rank), n_windows, ws * ws * unit, n_pad
+    )
+    frame_slots, frame_inv = _blocks(
+        np.concatenate(frame_id), np.concatenate(frame_rank), n_frames, bucket(max_frame, unit), n_pad
+    )
     pos_hw = np.zeros((n_pad, 2), np.int32)
     pos_hw[:n] = np.concatenate(pos)
     return VisionLayout(pos_hw, window_slots, window_inv, frame_slots, frame_inv)
@@ -161,8 +163,7 @@ class VisionBlock(nnx.Module):
     def __init__(self, cfg: VisionConfig, *, implementation: str, dtype, param_dtype, rngs: nnx.Rngs):
         self.norm1 = RMSNorm(cfg.hidden_size, eps=1e-6, param_dtype=param_dtype)
         self.norm2 = RMSNorm(cfg.hidden_size, eps=1e-6, param_dtype=param_dtype)
-        self.attn = VisionAttention(cfg, implementation=implementation, dtype=dtype, param_dtype=param_dtype,
-                                    rngs=rngs)
+        self.attn = VisionAttention(cfg, implementation=implementation, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.mlp = VisionMLP(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x, cos, sin, slots, inv):
@@ -182,11 +183,13 @@ class PatchMerger(nnx.Module):
         merged = cfg.hidden_size * cfg.spatial_merge_size**2
         kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.ln_q = RMSNorm(cfg.hidden_size, eps=1e-6, param_dtype=param_dtype)
-        self.mlp = nnx.List([
-            Linear(merged, merged, axes=("merged", "mlp"), **kw),
-            GELU(),
-            Linear(merged, cfg.out_hidden_size, axes=("mlp", "embed"), **kw),
-        ])
+        self.mlp = nnx.List(
+            [
+                Linear(merged, merged, axes=("merged", "mlp"), **kw),
+                GELU(),
+                Linear(merged, cfg.out_hidden_size, axes=("mlp", "embed"), **kw),
+            ]
+        )
         self.merged = merged
 
     def __call__(self, x: jax.Array) -> jax.Array:
