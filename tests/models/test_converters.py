@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import IMG, hf_logits, hf_model, make_batch, text, vision_block
+from qwen_cases import IMG, hf_logits, hf_model, make_batch, text, vision_block
 
 from vrsjax.cli import main
 from vrsjax.models import qwen2_5_vl

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_batch
+from qwen_cases import make_batch
 
 from vrsjax.models import qwen2_5_vl
 

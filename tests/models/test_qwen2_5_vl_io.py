@@ -5,8 +5,8 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import IMG, hf_logits, hf_model, make_batch, text, vision_block
 from jax.sharding import PartitionSpec
+from qwen_cases import IMG, hf_logits, hf_model, make_batch, text, vision_block
 
 from vrsjax.models import qwen2_5_vl
 from vrsjax.parallel.mesh import make_mesh

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import IMG, VID, hf_logits, hf_model, make_batch, text, vision_block
+from qwen_cases import IMG, VID, hf_logits, hf_model, make_batch, text, vision_block
 
 from vrsjax.models import qwen2_5_vl
 from vrsjax.models.qwen2_5_vl.inputs import prepare_inputs
