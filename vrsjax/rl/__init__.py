@@ -1,0 +1,1 @@
+"""Reinforcement learning: GRPO loss functions (`vrsjax.rl.grpo`) and, later, the trainer that uses them."""
