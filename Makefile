@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first: the PyPI builds run on CPU and carry the torchvision operators sam2 needs.
 	$(PY) -m pip install --quiet torch==2.15.0 torchvision==0.29.2
+	# sam2 builds against the installed torch; its CUDA extension (hole filling only) is skipped.
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-build-isolation sam2==1.1.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
