@@ -18,7 +18,6 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -35,13 +34,30 @@ def small_hf_model(path: str):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     cfg = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
-                         num_attention_heads=8, num_key_value_heads=2, rms_norm_eps=1e-6,
-                         max_position_embeddings=32768,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]}),
-        vision_config=dict(depth=4, hidden_size=256, intermediate_size=1024, num_heads=4, out_hidden_size=512,
-                           fullatt_block_indexes=[1, 3], tokens_per_second=2, window_size=112),
-        tie_word_embeddings=False, **IDS)
+        text_config=dict(
+            vocab_size=32000,
+            hidden_size=512,
+            intermediate_size=1408,
+            num_hidden_layers=8,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            rms_norm_eps=1e-6,
+            max_position_embeddings=32768,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
+        ),
+        vision_config=dict(
+            depth=4,
+            hidden_size=256,
+            intermediate_size=1024,
+            num_heads=4,
+            out_hidden_size=512,
+            fullatt_block_indexes=[1, 3],
+            tokens_per_second=2,
+            window_size=112,
+        ),
+        tie_word_embeddings=False,
+        **IDS,
+    )
     torch.manual_seed(0)
     Qwen2_5_VLForConditionalGeneration(cfg).save_pretrained(path)
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(path, attn_implementation="sdpa").eval()
@@ -50,12 +66,21 @@ def small_hf_model(path: str):
 def batch() -> dict:
     rng = np.random.default_rng(0)
     n_vid = GRID[0] * GRID[1] * GRID[2] // 4
-    rows = [[IDS["vision_start_token_id"]] + [IDS["video_token_id"]] * n_vid + [IDS["vision_end_token_id"]]
-            + list(rng.integers(0, 31000, TEXT)) for _ in range(BATCH)]
+    rows = [
+        [IDS["vision_start_token_id"]]
+        + [IDS["video_token_id"]] * n_vid
+        + [IDS["vision_end_token_id"]]
+        + list(rng.integers(0, 31000, TEXT))
+        for _ in range(BATCH)
+    ]
     n_patches = BATCH * GRID[0] * GRID[1] * GRID[2]
-    return {"input_ids": np.array(rows, np.int64), "attention_mask": np.ones((BATCH, len(rows[0])), np.int64),
-            "pixel_values_videos": rng.normal(size=(n_patches, 1176)).astype(np.float32),
-            "video_grid_thw": np.array([GRID] * BATCH, np.int64), "second_per_grid_ts": np.ones(BATCH, np.float32)}
+    return {
+        "input_ids": np.array(rows, np.int64),
+        "attention_mask": np.ones((BATCH, len(rows[0])), np.int64),
+        "pixel_values_videos": rng.normal(size=(n_patches, 1176)).astype(np.float32),
+        "video_grid_thw": np.array([GRID] * BATCH, np.int64),
+        "second_per_grid_ts": np.ones(BATCH, np.float32),
+    }
 
 
 def timed(fn, repeats: int) -> float:
@@ -100,8 +125,7 @@ def jax_fns(model, b):
 
         return jax.grad(loss)(state)
 
-    return (lambda: jax.block_until_ready(forward(state, inputs)),
-            lambda: jax.block_until_ready(grad(state, inputs)))
+    return (lambda: jax.block_until_ready(forward(state, inputs)), lambda: jax.block_until_ready(grad(state, inputs)))
 
 
 def main() -> None:
@@ -120,10 +144,14 @@ def main() -> None:
     results = {}
     for name, h, j in (("forward", hf_fwd, jx_fwd), ("forward+backward", hf_fb, jx_fb)):
         results[name] = (timed(h, args.repeats), timed(j, args.repeats))
-        print(f"{name}: transformers {results[name][0]:.3f}s, vrsjax {results[name][1]:.3f}s, "
-              f"speed-up x{results[name][0] / results[name][1]:.2f}")
+        print(
+            f"{name}: transformers {results[name][0]:.3f}s, vrsjax {results[name][1]:.3f}s, "
+            f"speed-up x{results[name][0] / results[name][1]:.2f}"
+        )
     rows = "\n".join(f"| {k} | {h:.3f} | {j:.3f} | x{h / j:.2f} |" for k, (h, j) in results.items())
-    write_section("Model forward (Qwen2.5-VL small, CPU)", f"""
+    write_section(
+        "Model forward (Qwen2.5-VL small, CPU)",
+        f"""
 `python benchmarks/model_forward.py` — {machine()}; jax {jax.__version__}, torch {torch.__version__}
 ({torch.get_num_threads()} threads), transformers sdpa attention vs vrsjax reference attention under `jax.jit`.
 `small` config: text hidden 512, 8 layers, 8/2 heads, intermediate 1408, vocab 32000; vision depth 4,
@@ -134,7 +162,8 @@ Max |logit difference| between the two: {diff:.2e}.
 | pass | transformers (s) | vrsjax (s) | speed-up |
 | --- | --- | --- | --- |
 {rows}
-""")
+""",
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def test_cli_round_trip_with_shards(tiny_dirs, tmp_path):
 def test_bfloat16_conversion(tiny_dirs, tmp_path):
     assert main(["convert", "hf-to-vrsjax", str(tiny_dirs["legacy"]), str(tmp_path / "vj"), "--dtype", "bfloat16"]) == 0
     model = qwen2_5_vl.from_pretrained(tmp_path / "vj", dtype="bfloat16")
-    assert model.model.visual.blocks[0].attn.qkv.kernel.get_value().dtype == np.dtype("bfloat16")
+    assert model.model.visual.blocks[0].attn.qkv.weight.get_value().dtype == np.dtype("bfloat16")
     main(["convert", "vrsjax-to-hf", str(tmp_path / "vj"), str(tmp_path / "hf"), "--dtype", "bfloat16"])
     ref = hf_model(tmp_path / "hf")
     assert ref.model.visual.blocks[0].attn.qkv.weight.dtype == torch.bfloat16

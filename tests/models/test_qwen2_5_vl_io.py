@@ -34,10 +34,10 @@ def test_sharded_matches_single_device(tiny_dirs):
     single = np.asarray(qwen2_5_vl.from_pretrained(tiny_dirs["untied"])(**batch))
     mesh = make_mesh(data=1, fsdp=4, tensor=2)
     sharded = qwen2_5_vl.from_pretrained(tiny_dirs["untied"], mesh=mesh)
-    q = sharded.model.language_model.layers[0].self_attn.q_proj.kernel.get_value()
-    assert q.sharding.spec == PartitionSpec("fsdp", "tensor")
-    assert len(q.addressable_shards) == 8 and q.addressable_shards[0].data.shape == (16, 32)
-    assert sharded.lm_head.kernel.get_value().sharding.spec == PartitionSpec("fsdp", "tensor")
+    q = sharded.model.language_model.layers[0].self_attn.q_proj.weight.get_value()
+    assert q.sharding.spec == PartitionSpec("tensor", "fsdp")
+    assert len(q.addressable_shards) == 8 and q.addressable_shards[0].data.shape == (32, 16)
+    assert sharded.lm_head.weight.get_value().sharding.spec == PartitionSpec("tensor", "fsdp")
     valid = batch["attention_mask"].astype(bool)
     assert np.abs(np.asarray(sharded(**batch)) - single)[valid].max() <= 1e-5
 
@@ -92,7 +92,7 @@ def test_mismatched_weights_reported_together(tiny_dirs, tmp_path):
     with pytest.raises(ValueError) as err:
         qwen2_5_vl.from_pretrained(tmp_path)
     msg = str(err.value)
-    assert "missing" in msg and "layers.2.mlp.up_proj.kernel" in msg
+    assert "missing" in msg and "layers.2.mlp.up_proj.weight" in msg
     assert "wrong shape" in msg and "model.layers.0.mlp.up_proj.weight" in msg
 
 

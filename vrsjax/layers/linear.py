@@ -1,7 +1,8 @@
 """Linear and embedding layers whose parameters carry logical axis names (`axes` metadata).
 
 The names are mapped to mesh axes by `vrsjax.parallel.rules`; the layers themselves know nothing of meshes.
-Kernels are stored `[in, out]` (the HF `[out, in]` weight transposed) in `param_dtype` and cast to `dtype`.
+Weights are stored as HF stores them, `[out, in]` (so conversion never transposes or copies), in `param_dtype`,
+and cast to `dtype` for the matmul; `axes` names the weight's dimensions in that order.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ class Linear(nnx.Module):
     def __init__(
         self, in_features: int, out_features: int, *, use_bias: bool, axes: tuple, dtype, param_dtype, rngs: nnx.Rngs
     ):
-        init = jax.random.normal(rngs.params(), (in_features, out_features), param_dtype) * INIT_STD
-        self.kernel = nnx.Param(init, axes=axes)
-        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype), axes=axes[1:]) if use_bias else None
+        init = jax.random.normal(rngs.params(), (out_features, in_features), param_dtype) * INIT_STD
+        self.weight = nnx.Param(init, axes=axes)
+        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype), axes=axes[:1]) if use_bias else None
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        y = jnp.dot(x.astype(self.dtype), self.weight[...].astype(self.dtype).T)
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
@@ -32,12 +33,12 @@ class Linear(nnx.Module):
 class Embed(nnx.Module):
     def __init__(self, num_embeddings: int, features: int, *, dtype, param_dtype, rngs: nnx.Rngs):
         init = jax.random.normal(rngs.params(), (num_embeddings, features), param_dtype) * INIT_STD
-        self.embedding = nnx.Param(init, axes=("vocab", "embed"))
+        self.weight = nnx.Param(init, axes=("vocab", "embed"))
         self.dtype = dtype
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+        return jnp.take(self.weight[...], ids, axis=0).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Tied output head: float[..., D] -> float[..., V]."""
-        return jnp.dot(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
+        return jnp.dot(x.astype(self.dtype), self.weight[...].astype(self.dtype).T)

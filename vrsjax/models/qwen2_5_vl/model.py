@@ -46,7 +46,7 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
                 t.hidden_size,
                 t.vocab_size,
                 use_bias=False,
-                axes=("embed", "vocab"),
+                axes=("vocab", "embed"),
                 dtype=jnp.dtype(config.dtype),
                 param_dtype=jnp.dtype(config.param_dtype),
                 rngs=rngs,

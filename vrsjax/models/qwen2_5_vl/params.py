@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,82 +20,52 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
-from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
 
 class T(enum.Enum):
     NONE = "none"
-    LINEAR = "linear"  # HF [out, in] <-> kernel [in, out]
-    PATCH = "patch"  # Conv3d [D, C, tp, p, p] <-> kernel [C*tp*p*p, D]
+    PATCH = "patch"  # Conv3d [D, C, tp, p, p] <-> weight [D, C*tp*p*p] (a reshape, never a copy)
 
 
-_V = r"(?:model\.)?visual\."
-_L = r"model\.(?:language_model\.)?"
+# vrsjax parameter paths are the transformers-v5 names, so the table only folds the legacy prefixes in.
 _RULES = [
-    (_V + r"patch_embed\.proj\.weight", "model.visual.patch_embed.kernel", T.PATCH),
-    (
-        _V + r"(blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.(?:gate|up|down)_proj))\.weight",
-        r"model.visual.\1.kernel",
-        T.LINEAR,
-    ),
-    (_V + r"(blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.(?:gate|up|down)_proj))\.bias", r"model.visual.\1.bias", T.NONE),
-    (_V + r"(blocks\.\d+\.norm[12])\.weight", r"model.visual.\1.weight", T.NONE),
-    (_V + r"merger\.ln_q\.weight", "model.visual.merger.ln_q.weight", T.NONE),
-    (_V + r"merger\.mlp\.([02])\.weight", r"model.visual.merger.mlp.\1.kernel", T.LINEAR),
-    (_V + r"merger\.mlp\.([02])\.bias", r"model.visual.merger.mlp.\1.bias", T.NONE),
-    (_L + r"embed_tokens\.weight", "model.language_model.embed_tokens.embedding", T.NONE),
-    (
-        _L + r"(layers\.\d+\.(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj))\.weight",
-        r"model.language_model.\1.kernel",
-        T.LINEAR,
-    ),
-    (_L + r"(layers\.\d+\.self_attn\.[qkv]_proj)\.bias", r"model.language_model.\1.bias", T.NONE),
-    (_L + r"(layers\.\d+\.(?:input|post_attention)_layernorm)\.weight", r"model.language_model.\1.weight", T.NONE),
-    (_L + r"norm\.weight", "model.language_model.norm.weight", T.NONE),
-    (r"lm_head\.weight", "lm_head.kernel", T.LINEAR),
+    (r"(?:model\.)?visual\.(.+)", r"model.visual.\1"),
+    (r"model\.(?:language_model\.)?(.+)", r"model.language_model.\1"),
+    (r"lm_head\.weight", "lm_head.weight"),
 ]
-_COMPILED = [(re.compile(p + r"$"), target, t) for p, target, t in _RULES]
+_COMPILED = [re.compile(p + r"$") for p, _ in _RULES]
+_PATCH = "model.visual.patch_embed.proj.weight"
+# Linear layers (the only ones a LoRA adapter may target).
+_LINEAR = re.compile(r".*(?:_proj|\.qkv|\.proj|merger\.mlp\.[02]|lm_head)\.weight$")
 
 
 def hf_to_path(key: str) -> tuple[str, T] | None:
-    """HF tensor name -> (dotted vrsjax parameter path, transform), or None if the name is not a model weight."""
-    for pattern, target, transform in _COMPILED:
+    """HF tensor name (either layout) -> (dotted vrsjax parameter path, transform), None if not a model name."""
+    for pattern, (_, target) in zip(_COMPILED, _RULES, strict=True):
         if pattern.match(key):
-            return pattern.sub(target, key), transform
+            path = pattern.sub(target, key)
+            return path, T.PATCH if path == _PATCH else T.NONE
     return None
 
 
 def path_to_hf(path: str, layout: str = "v5") -> tuple[str, T]:
     """Dotted vrsjax path -> (HF name in `layout` 'v5' or 'legacy', transform)."""
-    key, transform = path, T.NONE
-    if path.endswith(".kernel"):
-        key, transform = path[: -len(".kernel")] + ".weight", T.LINEAR
-    elif path.endswith(".embedding"):
-        key = path[: -len(".embedding")] + ".weight"
-    if path == "model.visual.patch_embed.kernel":
-        key, transform = "model.visual.patch_embed.proj.weight", T.PATCH
+    transform = T.PATCH if path == _PATCH else T.NONE
+    if layout == "v5":
+        return path, transform
     if layout == "legacy":
-        key = key.replace("model.visual.", "visual.", 1).replace("model.language_model.", "model.", 1)
-    elif layout != "v5":
-        raise ValueError(f"layout={layout!r}: expected 'v5' (model.language_model.*) or 'legacy' (model.*, visual.*)")
-    return key, transform
+        return path.replace("model.visual.", "visual.", 1).replace("model.language_model.", "model.", 1), transform
+    raise ValueError(f"layout={layout!r}: expected 'v5' (model.language_model.*) or 'legacy' (model.*, visual.*)")
 
 
 def to_vrsjax(x: np.ndarray, transform: T) -> np.ndarray:
-    if transform is T.LINEAR:
-        return x.T
-    if transform is T.PATCH:
-        return x.reshape(x.shape[0], -1).T
-    return x
+    return x.reshape(x.shape[0], -1) if transform is T.PATCH else x
 
 
 def to_hf(x: np.ndarray, transform: T, config) -> np.ndarray:
-    if transform is T.LINEAR:
-        return x.T
     if transform is T.PATCH:
         v = config.vision
-        return x.T.reshape(v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
+        return x.reshape(v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
     return x
 
 
@@ -123,21 +94,68 @@ def safetensors_files(ckpt_dir: Path) -> list[Path]:
     return files
 
 
+_ST_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
 def iter_tensors(files: list[Path]) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, numpy array) one tensor at a time, so peak memory stays one tensor above the model."""
+    """(name, numpy array) one tensor at a time, read with plain file reads (no mmap, so the process never holds
+    the file's pages) into 64-byte-aligned buffers that JAX can adopt without a copy."""
     for file in files:
-        try:
-            with safe_open(str(file), framework="numpy") as f:
-                for key in f.keys():
-                    yield key, f.get_tensor(key)
-        except SafetensorError as e:
-            raise ValueError(f"{file}: corrupt or truncated safetensors file ({e}); re-download it") from e
+        with open(file, "rb") as f:
+            header, start = _read_header(f, file)
+            for key, meta in header.items():
+                if key == "__metadata__":
+                    continue
+                begin, end = meta["data_offsets"]
+                f.seek(start + begin)
+                buf = _aligned_empty(end - begin)
+                if f.readinto(memoryview(buf)) != end - begin:
+                    raise ValueError(f"{file}: corrupt or truncated (data ends inside tensor {key}); re-download")
+                dtype = _ST_DTYPES.get(meta["dtype"])
+                if dtype is None:
+                    raise ValueError(f"{file}: tensor {key} has unsupported dtype {meta['dtype']}")
+                yield key, buf.view(dtype).reshape(meta["shape"])
+
+
+def _read_header(f, file: Path) -> tuple[dict, int]:
+    try:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        assert isinstance(header, dict)
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, AssertionError) as e:
+        raise ValueError(f"{file}: corrupt or truncated safetensors file (bad header: {e!r}); re-download it") from e
+    return header, 8 + length
+
+
+def _aligned_empty(nbytes: int, alignment: int = 64) -> np.ndarray:
+    raw = np.empty(nbytes + alignment, np.uint8)
+    offset = (-raw.ctypes.data) % alignment
+    return raw[offset : offset + nbytes]
 
 
 def load_hf_params(
-    abstract_state: nnx.State, ckpt_dir: str | Path, config, *, shardings=None, adapter_dir: str | Path | None = None
+    abstract_state: nnx.State,
+    ckpt_dir: str | Path,
+    config,
+    *,
+    shardings=None,
+    adapter_dir: str | Path | None = None,
+    on_device: bool = True,
 ) -> dict[str, jax.Array]:
-    """Stream an HF checkpoint into {dotted path: array} for `abstract_state`; all mismatches raise together."""
+    """Stream an HF checkpoint into {dotted path: array} for `abstract_state`; all mismatches raise together.
+
+    With `on_device=False` values stay host numpy arrays (the converters: no second copy of each tensor)."""
     ckpt_dir = Path(ckpt_dir)
     expected = {_dotted(p): v for p, v in nnx.to_flat_state(abstract_state)}
     sharding_of = {_dotted(p): s for p, s in nnx.to_flat_state(shardings)} if shardings is not None else {}
@@ -158,8 +176,10 @@ def load_hf_params(
         if value.shape != want:
             wrong_shape.append(f"{key}: checkpoint {tuple(tensor.shape)} -> {value.shape}, model expects {want}")
             continue
-        value = np.asarray(value).astype(dtype)
-        loaded[path] = jax.device_put(value, sharding_of.get(path)) if sharding_of else jnp.asarray(value)
+        value = value.astype(dtype, copy=False)
+        if on_device:
+            value = jax.device_put(value, sharding_of.get(path)) if sharding_of else jnp.asarray(value)
+        loaded[path] = value
     missing = sorted(set(expected) - set(loaded))
     if lora is not None:
         lora.check_all_used()
@@ -205,7 +225,7 @@ class LoraAdapter:
         for key, tensor in iter_tensors([weights]):
             m = re.match(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$", key)
             target = hf_to_path(m.group(1) + ".weight") if m else None
-            if target is None or target[1] is not T.LINEAR:
+            if target is None or not _LINEAR.match(target[0]):
                 unknown.append(key)
                 continue
             self.pairs.setdefault(target[0], {})[m.group(2)] = tensor
@@ -235,15 +255,34 @@ class LoraAdapter:
 # ---------------------------------------------------------------------------------------------------- writing
 
 
-def export_tensors(model: nnx.Module, layout: str = "v5", dtype: str | None = None) -> Iterator[tuple[str, np.ndarray]]:
-    """(HF name, numpy array) for every parameter, gathered to the host one at a time."""
-    config = model.config
+_ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
+
+
+def _export_plan(model: nnx.Module, layout: str, dtype: str | None) -> list[tuple[str, tuple, np.dtype, object]]:
+    """(HF name, HF shape, dtype, variable) per parameter, without touching any values."""
+    config, plan = model.config, []
+    out_dtype = None if dtype is None else np.dtype(jnp.dtype(dtype))
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         key, transform = path_to_hf(_dotted(path), layout)
-        value = np.asarray(jax.device_get(variable.get_value()))
-        if dtype is not None:
-            value = value.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype))
-        yield key, np.ascontiguousarray(to_hf(value, transform, config))
+        shape = to_hf(np.empty(variable.shape, np.uint8), transform, config).shape  # shape only, no data
+        plan.append((key, shape, out_dtype or np.dtype(variable.get_value().dtype), (variable, transform)))
+    return plan
+
+
+def _write_safetensors(file: Path, entries: list, config) -> None:
+    """Stream one safetensors file: header from shapes, then each tensor gathered to the host and written."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for key, shape, dtype, _ in entries:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        header[key] = {"dtype": _ST_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format aligns the data section to 8 bytes
+    with open(file, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for _, _, dtype, (variable, transform) in entries:
+            value = np.asarray(jax.device_get(variable.get_value())).astype(dtype, copy=False)
+            f.write(np.ascontiguousarray(to_hf(value, transform, config)).view(np.uint8).data)
 
 
 def save_pretrained(
@@ -254,26 +293,28 @@ def save_pretrained(
     dtype: str | None = None,
     max_shard_bytes: int = 5 * 2**30,
 ) -> Path:
-    """Write `config.json` + `model.safetensors` (or shards + index when larger than `max_shard_bytes`)."""
+    """Write `config.json` + `model.safetensors` (or shards + index when larger than `max_shard_bytes`), streaming
+    one tensor at a time so export needs no second copy of the model."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shards, current, size = [], {}, 0
-    for key, value in export_tensors(model, layout, dtype):
-        if current and size + value.nbytes > max_shard_bytes:
-            shards.append(current)
-            current, size = {}, 0
-        current[key] = value
-        size += value.nbytes
-    shards.append(current)
-    if len(shards) == 1:
-        save_file(shards[0], str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    else:
-        weight_map, total = {}, 0
-        for i, shard in enumerate(shards):
-            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(out_dir / name), metadata={"format": "pt"})
-            weight_map.update(dict.fromkeys(shard, name))
-            total += sum(v.nbytes for v in shard.values())
+    shards, size = [[]], 0
+    for entry in _export_plan(model, layout, dtype):
+        nbytes = int(np.prod(entry[1], dtype=np.int64)) * entry[2].itemsize
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(entry)
+        size += nbytes
+    names = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
+    for name, shard in zip(names, shards, strict=True):
+        _write_safetensors(out_dir / name, shard, model.config)
+    if len(shards) > 1:
+        weight_map = {key: name for name, shard in zip(names, shards, strict=True) for key, *_ in shard}
+        total = sum(int(np.prod(s, dtype=np.int64)) * d.itemsize for shard in shards for _, s, d, _ in shard)
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     hf = model.config.to_hf_dict()
@@ -325,7 +366,7 @@ def convert_hf_to_vrsjax(
         raise FileExistsError(f"{dst / PARAMS_DIR} exists; choose an empty output directory")
     config = Qwen2_5_VLConfig.from_pretrained(src, dtype=dtype, param_dtype=dtype)
     abstract = nnx.eval_shape(lambda: Qwen2_5_VLForConditionalGeneration(config, rngs=nnx.Rngs(0)))
-    params = load_hf_params(nnx.state(abstract), src, config, adapter_dir=adapter_dir)
+    params = load_hf_params(nnx.state(abstract), src, config, adapter_dir=adapter_dir, on_device=False)
     dst.mkdir(parents=True, exist_ok=True)
     save_params(params, dst / PARAMS_DIR)
     hf = config.to_hf_dict()

@@ -23,12 +23,12 @@ class Qwen2_5_VLAttention(nnx.Module):
         hd, kv = cfg.head_dim, cfg.num_key_value_heads
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_proj = Linear(
-            cfg.hidden_size, cfg.num_attention_heads * hd, use_bias=True, axes=("embed", "heads"), **kw
+            cfg.hidden_size, cfg.num_attention_heads * hd, use_bias=True, axes=("heads", "embed"), **kw
         )
-        self.k_proj = Linear(cfg.hidden_size, kv * hd, use_bias=True, axes=("embed", "kv_heads"), **kw)
-        self.v_proj = Linear(cfg.hidden_size, kv * hd, use_bias=True, axes=("embed", "kv_heads"), **kw)
+        self.k_proj = Linear(cfg.hidden_size, kv * hd, use_bias=True, axes=("kv_heads", "embed"), **kw)
+        self.v_proj = Linear(cfg.hidden_size, kv * hd, use_bias=True, axes=("kv_heads", "embed"), **kw)
         self.o_proj = Linear(
-            cfg.num_attention_heads * hd, cfg.hidden_size, use_bias=False, axes=("heads", "embed"), **kw
+            cfg.num_attention_heads * hd, cfg.hidden_size, use_bias=False, axes=("embed", "heads"), **kw
         )
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, kv, hd
         self.implementation = implementation
@@ -48,9 +48,9 @@ class Qwen2_5_VLAttention(nnx.Module):
 class Qwen2MLP(nnx.Module):
     def __init__(self, cfg: TextConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         kw = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("embed", "mlp"), **kw)
-        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("embed", "mlp"), **kw)
-        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, axes=("mlp", "embed"), **kw)
+        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("mlp", "embed"), **kw)
+        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("mlp", "embed"), **kw)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, axes=("embed", "mlp"), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))

@@ -106,23 +106,30 @@ def _blocks(block_id, rank, n_blocks, block_len, n_pad):
 
 
 class PatchEmbed(nnx.Module):
-    """Conv3d with stride == kernel and no bias: a matmul over flattened [C * tp * p * p] patches."""
+    """Conv3d with stride == kernel and no bias: a matmul over flattened [C * tp * p * p] patches, its weight the
+    HF `[D, C, tp, p, p]` kernel reshaped to `[D, C*tp*p*p]`."""
 
     def __init__(self, cfg: VisionConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        init = jax.random.normal(rngs.params(), (cfg.patch_dim, cfg.hidden_size), param_dtype) * 0.02
-        self.kernel = nnx.Param(init, axes=("patch", "embed"))
-        self.dtype = dtype
+        self.proj = Linear(
+            cfg.patch_dim,
+            cfg.hidden_size,
+            use_bias=False,
+            axes=("embed", "patch"),
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, patches: jax.Array) -> jax.Array:
-        return jnp.dot(patches.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        return self.proj(patches)
 
 
 class VisionMLP(nnx.Module):
     def __init__(self, cfg: VisionConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("embed", "mlp"), **kw)
-        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("embed", "mlp"), **kw)
-        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, axes=("mlp", "embed"), **kw)
+        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("mlp", "embed"), **kw)
+        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("mlp", "embed"), **kw)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, axes=("embed", "mlp"), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -131,8 +138,8 @@ class VisionMLP(nnx.Module):
 class VisionAttention(nnx.Module):
     def __init__(self, cfg: VisionConfig, *, implementation: str, dtype, param_dtype, rngs: nnx.Rngs):
         kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size, axes=("embed", "qkv"), **kw)
-        self.proj = Linear(cfg.hidden_size, cfg.hidden_size, axes=("heads", "embed"), **kw)
+        self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size, axes=("qkv", "embed"), **kw)
+        self.proj = Linear(cfg.hidden_size, cfg.hidden_size, axes=("embed", "heads"), **kw)
         self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.implementation = implementation
 
@@ -185,9 +192,9 @@ class PatchMerger(nnx.Module):
         self.ln_q = RMSNorm(cfg.hidden_size, eps=1e-6, param_dtype=param_dtype)
         self.mlp = nnx.List(
             [
-                Linear(merged, merged, axes=("merged", "mlp"), **kw),
+                Linear(merged, merged, axes=("mlp", "merged"), **kw),
                 GELU(),
-                Linear(merged, cfg.out_hidden_size, axes=("mlp", "embed"), **kw),
+                Linear(merged, cfg.out_hidden_size, axes=("embed", "mlp"), **kw),
             ]
         )
         self.merged = merged
