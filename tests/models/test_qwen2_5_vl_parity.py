@@ -108,7 +108,7 @@ def test_decoder_layer_matches_transformers(models):
 
     t = ours.config.text
     cos, sin = mrope_cos_sin(inputs.position_ids, t.head_dim, t.rope_theta, t.mrope_section, np.float32)
-    got = np.asarray(ours.model.language_model.layers[0](x, cos, sin, causal_padding_mask(inputs.attention_mask)))
+    got = np.asarray(ours.model.language_model.layers[0](x, cos, sin, causal_padding_mask(inputs.attention_mask))[0])
     length = x.shape[1]
     additive = torch.triu(torch.full((length, length), torch.finfo(torch.float32).min), 1)[None, None]
     rotary = ref.model.language_model.rotary_emb

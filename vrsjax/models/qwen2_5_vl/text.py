@@ -33,16 +33,20 @@ class Qwen2_5_VLAttention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, kv, hd
         self.implementation = implementation
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-        """x: float[B, L, D]; cos, sin: float[B, L, Dh]; mask: bool[B, L, L] -> float[B, L, D]."""
+    def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """x: float[B, L, D] -> rotated q float[B, L, H, Dh], rotated k and v float[B, L, K, Dh]."""
         b, length, _ = x.shape
         q = self.q_proj(x).reshape(b, length, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, length, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, length, self.num_kv_heads, self.head_dim)
         cos, sin = cos[:, :, None], sin[:, :, None]
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array):
+        """x: float[B, L, D]; cos, sin: float[B, L, Dh]; mask: bool[B, L, L] -> (float[B, L, D], (k, v))."""
+        q, k, v = self.project(x, cos, sin)
         o = attention(q, k, v, mask, scale=self.head_dim**-0.5, implementation=self.implementation)
-        return self.o_proj(o.reshape(b, length, -1))
+        return self.o_proj(o.reshape(*x.shape[:2], -1)), (k, v)
 
 
 class Qwen2MLP(nnx.Module):
@@ -66,8 +70,10 @@ class Qwen2_5_VLDecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
 
     def __call__(self, x, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        """-> (float[B, L, D], this layer's rotated keys and values, for a KV cache)."""
+        attn, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        x = x + attn
+        return x + self.mlp(self.post_attention_layernorm(x)), kv
 
 
 def causal_padding_mask(attention_mask: jax.Array) -> jax.Array:
@@ -92,12 +98,20 @@ class Qwen2_5_VLTextModel(nnx.Module):
         )
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
 
-    def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        """float[B, L, D], int[3, B, L], int[B, L] -> final hidden states float[B, L, D]."""
-        cfg = self.config
-        cos, sin = mrope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta, cfg.mrope_section, self.dtype)
+    def __call__(
+        self, inputs_embeds: jax.Array, position_ids: jax.Array, attention_mask: jax.Array, return_kv: bool = False
+    ):
+        """float[B, L, D], int[3, B, L], int[B, L] -> final hidden states float[B, L, D] (and the per-layer
+        rotated (k, v) when `return_kv`, which prefill keeps as the prompt's KV cache)."""
+        cos, sin = self.rotary(position_ids)
         mask = causal_padding_mask(attention_mask)
-        x = inputs_embeds
+        x, kvs = inputs_embeds, []
         for layer in self.layers:
-            x = layer(x, cos, sin, mask)
-        return self.norm(x)
+            x, kv = layer(x, cos, sin, mask)
+            kvs.append(kv)
+        return (self.norm(x), kvs) if return_kv else self.norm(x)
+
+    def rotary(self, position_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """int[3, B, L] -> M-RoPE cos, sin float[B, L, head_dim] in the compute dtype."""
+        cfg = self.config
+        return mrope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta, cfg.mrope_section, self.dtype)

@@ -1,0 +1,298 @@
+"""Group sampling: prefill each prompt once, then decode `n` responses per prompt in one compiled loop.
+
+The prompt's keys and values stay un-replicated (`[B, L, K, Dh]`); each decode step attends to them with the
+queries of all `n` group members at once and to the member's own response cache (`[B, n, T, K, Dh]`), so the
+prompt — thousands of vision tokens in Veason-R1 — is neither recomputed nor copied `n` times. Decoding is one
+`lax.while_loop` that stops as soon as every sequence has emitted a stop token. Shapes are bucketed (prompt
+length, cache capacity), so batches of similar size reuse one compilation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from vrsjax.models.qwen2_5_vl.inputs import ModelInputs, prepare_inputs
+from vrsjax.models.qwen2_5_vl.vision import bucket
+from vrsjax.parallel.rules import spec
+from vrsjax.rollout.sampling import sample
+
+QWEN_STOP_TOKENS = (151645, 151643)  # <|im_end|>, <|endoftext|>
+
+
+@dataclasses.dataclass
+class RolloutOutput:
+    """Row b*n + j is the j-th response to prompt b. tokens: int32[B*n, T]; logprobs: float32[B*n, T] (0 after the
+    end); mask: int32[B*n, T] (1 for response tokens, the stop token included); lengths: int32[B*n]."""
+
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+    texts: list[str] | None = None
+
+
+def generate(
+    model,
+    batch: dict,
+    n: int = 1,
+    max_new_tokens: int = 1024,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    *,
+    min_new_tokens: int = 0,
+    stop_token_ids: tuple[int, ...] | None = None,
+    pad_token_id: int | None = None,
+    processor=None,
+    kv_dtype: str | None = None,
+    mesh: Mesh | None = None,
+) -> RolloutOutput:
+    """`n` responses for each prompt of `batch` (HF processor keys, left-padded). Reproducible by `seed`."""
+    stop = tuple(QWEN_STOP_TOKENS if stop_token_ids is None else stop_token_ids)
+    pad = (stop[-1] if stop else 0) if pad_token_id is None else pad_token_id
+    inputs = prepare_inputs(model.config, **{k: v for k, v in batch.items() if k in _MODEL_KEYS})
+    next_pos = _validate(model.config, inputs, n, max_new_tokens, min_new_tokens, temperature, top_p, top_k)
+    inputs, next_pos = _pad_prompt(inputs, next_pos)
+    if mesh is not None:
+        inputs, next_pos = _shard_batch((inputs, next_pos), mesh)
+    graphdef, state = nnx.split(model)
+    out = _rollout(
+        graphdef,
+        state,
+        inputs,
+        next_pos,
+        jax.random.key(seed),
+        n=n,
+        max_new_tokens=max_new_tokens,
+        capacity=bucket(max_new_tokens, 8),
+        temperature=float(temperature),
+        top_p=float(top_p),
+        top_k=int(top_k),
+        min_new_tokens=min_new_tokens,
+        stop=stop,
+        pad=pad,
+        kv_dtype=kv_dtype or model.config.dtype,
+    )
+    tokens, logprobs, mask = (np.asarray(a).reshape(-1, max_new_tokens) for a in out)
+    result = RolloutOutput(tokens, logprobs, mask.astype(np.int32), mask.sum(axis=1).astype(np.int32))
+    if processor is not None:
+        result.texts = [
+            processor.decode(t[m > 0].tolist(), skip_special_tokens=True) for t, m in zip(tokens, mask, strict=True)
+        ]
+    return result
+
+
+_MODEL_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_values_videos",
+    "video_grid_thw",
+    "second_per_grid_ts",
+)
+
+
+def _validate(config, inputs: ModelInputs, n, max_new_tokens, min_new_tokens, temperature, top_p, top_k):
+    """Clear errors before anything compiles; returns int32[B] the first response position of each row."""
+    if n < 1:
+        raise ValueError(f"n={n}: need at least one response per prompt")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
+    if not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError(f"top_p={top_p} must be in (0, 1] and top_k={top_k} >= 0 (0 = off)")
+    if max_new_tokens < 1 or not 0 <= min_new_tokens <= max_new_tokens:
+        raise ValueError(
+            f"need 1 <= max_new_tokens ({max_new_tokens}) and 0 <= min_new_tokens ({min_new_tokens}) <= max_new_tokens"
+        )
+    lengths = inputs.attention_mask.sum(axis=1)
+    if inputs.input_ids.shape[1] == 0 or (lengths == 0).any():
+        raise ValueError(
+            f"empty prompt in rows {np.flatnonzero(lengths == 0).tolist() or 'all'}: every prompt needs "
+            f"at least one token"
+        )
+    positions = np.where(inputs.attention_mask[None] > 0, inputs.position_ids, 0)
+    next_pos = positions.max(axis=(0, 2)).astype(np.int32) + 1
+    limit = config.text.max_position_embeddings
+    worst = int(next_pos.max()) + max_new_tokens
+    if worst > limit:
+        row = int(next_pos.argmax())
+        raise ValueError(
+            f"prompt {row} reaches position {int(next_pos[row])}; with max_new_tokens={max_new_tokens} "
+            f"the last position {worst} exceeds max_position_embeddings={limit}; shorten the prompt or "
+            f"max_new_tokens"
+        )
+    return next_pos
+
+
+def _pad_prompt(inputs: ModelInputs, next_pos: np.ndarray) -> tuple[ModelInputs, np.ndarray]:
+    """Left-pad the prompt length to a bucket so similar batches share one compilation."""
+    length = inputs.input_ids.shape[1]
+    extra = bucket(length, 8) - length
+    if extra == 0:
+        return inputs, next_pos
+
+    def left(a, value, axis=-1):
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (extra, 0)
+        return np.pad(a, widths, constant_values=value)
+
+    padded = dataclasses.replace(
+        inputs,
+        input_ids=left(inputs.input_ids, 0),
+        attention_mask=left(inputs.attention_mask, 0),
+        position_ids=left(inputs.position_ids, 0),
+        vision_src=left(inputs.vision_src, -1),
+    )
+    return padded, next_pos
+
+
+def _shard_batch(tree, mesh: Mesh):
+    """Place batch-leading arrays over the data axes (position ids lead with their 3 rows, so shard axis 1)."""
+
+    def place(path, x):
+        if x is None:
+            return None
+        names = ["length"] * np.ndim(x)
+        if "position_ids" in jax.tree_util.keystr(path):
+            names[1] = "batch"
+        elif "patches" not in jax.tree_util.keystr(path) and "layout" not in jax.tree_util.keystr(path):
+            names[0] = "batch"
+        return jax.device_put(x, NamedSharding(mesh, spec(tuple(names), np.shape(x), mesh)))
+
+    return jax.tree_util.tree_map_with_path(place, tree)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "graphdef",
+        "n",
+        "max_new_tokens",
+        "capacity",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_new_tokens",
+        "stop",
+        "pad",
+        "kv_dtype",
+    ),
+)
+def _rollout(
+    graphdef,
+    state,
+    inputs,
+    next_pos,
+    key,
+    *,
+    n,
+    max_new_tokens,
+    capacity,
+    temperature,
+    top_p,
+    top_k,
+    min_new_tokens,
+    stop,
+    pad,
+    kv_dtype,
+):
+    model = nnx.merge(graphdef, state)
+    text = model.model.language_model
+    kv_dtype = jnp.dtype(kv_dtype)
+    hidden, kvs = text(model.embed(inputs), inputs.position_ids, inputs.attention_mask, return_kv=True)
+    prompt_kv = [(k.astype(kv_dtype), v.astype(kv_dtype)) for k, v in kvs]
+    prompt_mask = inputs.attention_mask > 0
+    b, length = inputs.input_ids.shape
+    kv_heads, head_dim = text.config.num_key_value_heads, text.config.head_dim
+    own = [(jnp.zeros((b, n, capacity, kv_heads, head_dim), kv_dtype),) * 2 for _ in prompt_kv]
+    logits = jnp.broadcast_to(model.logits(hidden[:, -1])[:, None], (b, n, model.config.text.vocab_size))
+    stop_ids = jnp.asarray(stop or (-1,), jnp.int32)
+
+    def body(carry):
+        step, logits, own, tokens, logps, finished, key = carry
+        key, sub = jax.random.split(key)
+        if min_new_tokens and stop:  # no stop token before min_new_tokens
+            logits = logits.at[..., stop_ids].min(jnp.where(step < min_new_tokens, -jnp.inf, jnp.inf))
+        token, logp = sample(logits.reshape(b * n, -1), sub, temperature, top_k, top_p)
+        token, logp = token.reshape(b, n), logp.reshape(b, n)
+        token = jnp.where(finished, pad, token)
+        tokens = tokens.at[:, :, step].set(token)
+        logps = logps.at[:, :, step].set(jnp.where(finished, 0.0, logp))
+        finished_now = finished | jnp.isin(token, stop_ids)
+        logits, own = _decode_step(
+            model,
+            token,
+            jnp.broadcast_to(next_pos[:, None] + step, (b, n)),
+            step,
+            prompt_kv,
+            prompt_mask,
+            own,
+            kv_dtype,
+        )
+        return step + 1, logits, own, tokens, logps, finished_now, key
+
+    def cond(carry):
+        step, *_, finished, _ = carry
+        return (step < max_new_tokens) & ~jnp.all(finished)
+
+    tokens = jnp.full((b, n, max_new_tokens), pad, jnp.int32)
+    logps = jnp.zeros((b, n, max_new_tokens), jnp.float32)
+    finished = jnp.zeros((b, n), bool)
+    carry = (jnp.int32(0), logits, own, tokens, logps, finished, key)
+    step, _, _, tokens, logps, _, _ = jax.lax.while_loop(cond, body, carry)
+    is_stop = jnp.isin(tokens, stop_ids)
+    # response mask: every token up to and including the first stop token
+    before_stop = jnp.cumsum(is_stop, axis=-1) - is_stop == 0
+    mask = before_stop & (jnp.arange(max_new_tokens) < step)
+    return tokens, logps, mask
+
+
+def _decode_step(model, token, position, step, prompt_kv, prompt_mask, own, kv_dtype):
+    """One token for every group member: int32[B, n] -> (logits float[B, n, V], updated own caches)."""
+    text = model.model.language_model
+    b, n = token.shape
+    x = text.embed_tokens(token.reshape(b * n, 1))
+    cos, sin = text.rotary(jnp.broadcast_to(position.reshape(1, b * n, 1), (3, b * n, 1)))
+    capacity = own[0][0].shape[2]
+    own_valid = jnp.arange(capacity) <= step
+    new_own = []
+    for layer, (pk, pv), (ok, ov) in zip(text.layers, prompt_kv, own, strict=True):
+        attn = layer.self_attn
+        q, k, v = attn.project(layer.input_layernorm(x), cos, sin)
+        ok = jax.lax.dynamic_update_slice(ok, k.reshape(b, n, 1, *k.shape[2:]).astype(kv_dtype), (0, 0, step, 0, 0))
+        ov = jax.lax.dynamic_update_slice(ov, v.reshape(b, n, 1, *v.shape[2:]).astype(kv_dtype), (0, 0, step, 0, 0))
+        o = _group_attention(q.reshape(b, n, *q.shape[2:]), pk, pv, prompt_mask, ok, ov, own_valid, attn.head_dim)
+        x = x + attn.o_proj(o.reshape(b * n, 1, -1).astype(x.dtype))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        new_own.append((ok, ov))
+    logits = model.logits(text.norm(x))[:, 0]
+    return logits.reshape(b, n, -1), new_own
+
+
+def _group_attention(q, pk, pv, prompt_mask, ok, ov, own_valid, head_dim):
+    """q: float[B, n, H, D]; prompt k/v: [B, L, K, D] shared by the group; own k/v: [B, n, T, K, D].
+
+    Softmax over the concatenated keys in float32 -> float[B, n, H, D]."""
+    b, n, heads, d = q.shape
+    kv_heads = pk.shape[2]
+    qg = q.reshape(b, n, kv_heads, heads // kv_heads, d)
+    scale = head_dim**-0.5
+    neg = jnp.finfo(jnp.float32).min
+    s_prompt = jnp.einsum("bnkgd,blkd->bnkgl", qg, pk, preferred_element_type=jnp.float32) * scale
+    s_prompt = jnp.where(prompt_mask[:, None, None, None, :], s_prompt, neg)
+    s_own = jnp.einsum("bnkgd,bntkd->bnkgt", qg, ok, preferred_element_type=jnp.float32) * scale
+    s_own = jnp.where(own_valid, s_own, neg)
+    probs = jax.nn.softmax(jnp.concatenate([s_prompt, s_own], axis=-1), axis=-1)
+    length = pk.shape[1]
+    o = jnp.einsum("bnkgl,blkd->bnkgd", probs[..., :length].astype(pv.dtype), pv)
+    o = o + jnp.einsum("bnkgt,bntkd->bnkgd", probs[..., length:].astype(ov.dtype), ov)
+    return o.reshape(b, n, heads, d)
