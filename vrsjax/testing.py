@@ -15,6 +15,11 @@ from safetensors.numpy import save_file
 
 # Token ids of the tiny vocabulary (320 entries); the real Qwen2.5 ids are 151643.. (REFERENCE.md §2).
 TINY_IDS = {"image_token_id": 300, "video_token_id": 301, "vision_start_token_id": 302, "vision_end_token_id": 303}
+# Where the 22 Qwen2.5 added tokens sit in the tiny vocabulary: the four vision ids above, <|endoftext|> and <|im_end|>
+# at the text_config bos/eos ids (304, 305), the other 16 at 298-299 and 306-319; byte-level BPE fills 0-297.
+TINY_BPE_SIZE = 298
+TINY_SPECIAL_IDS = {"<|image_pad|>": 300, "<|video_pad|>": 301, "<|vision_start|>": 302, "<|vision_end|>": 303}
+TINY_SPECIAL_IDS |= {"<|endoftext|>": 304, "<|im_end|>": 305}
 
 
 def tiny_config_dict(
@@ -73,14 +78,23 @@ def tiny_config_dict(
     }
 
 
-def write_tiny_checkpoint(out_dir: str | Path, *, layout: str = "legacy", seed: int = 0, **config_kwargs) -> Path:
-    """Write config.json + model.safetensors of a random tiny model (std 0.02, norms near 1) and return the dir."""
+def write_tiny_checkpoint(
+    out_dir: str | Path, *, layout: str = "legacy", seed: int = 0, tokenizer: bool = True, **config_kwargs
+) -> Path:
+    """Write config.json + model.safetensors of a random tiny model (std 0.02, norms near 1) and return the dir.
+
+    With `tokenizer=True` the dir also gets the tiny tokenizer and processor files (`write_tiny_tokenizer`), so
+    `AutoProcessor.from_pretrained` and `vrsjax.processing.Processor.from_pretrained` load it offline.
+    """
     from vrsjax.models.qwen2_5_vl import Qwen2_5_VLConfig, from_config
 
     hf = tiny_config_dict(**config_kwargs)
     model = from_config(Qwen2_5_VLConfig.from_hf_dict(hf), seed=seed)
     _jitter_norms(model, seed)
-    return model.save_pretrained(out_dir, layout=layout)
+    out = model.save_pretrained(out_dir, layout=layout)
+    if tokenizer:
+        write_tiny_tokenizer(out)
+    return out
 
 
 def _jitter_norms(model, seed: int) -> None:
@@ -107,3 +121,87 @@ def relayout(src_dir: str | Path, dst_dir: str | Path, layout: str) -> Path:
     save_file(tensors, str(dst_dir / "model.safetensors"), metadata={"format": "pt"})
     (dst_dir / "config.json").write_text(json.dumps(json.loads((src_dir / "config.json").read_text()), indent=2))
     return dst_dir
+
+
+def _tiny_corpus() -> list[str]:
+    """Synthetic text the tiny BPE is trained on: prompt words, JSON answers, digits, unicode, whitespace runs."""
+    words = (
+        "the a an is are you given frames uniformly sampled from video each image preceded by its timestamp "
+        "expression identify where target best represented locate that frame predicting bounding box boxes "
+        "first output thinking process think answer tags result following format within please find with "
+        "bboxs points compare difference between objects closely matched json keyframe bbox_2d point_2d system "
+        "user assistant helpful person dog cat car red blue left right moving standing video interval percentage"
+    ).split()
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, size=12)) for _ in range(300)]
+    lines += [
+        '{{"keyframe_timestamp": {}, "bbox_2d_list": [[{},{},{},{}]]}}'.format(*rng.integers(0, 560, 5))
+        for _ in range(100)
+    ]
+    lines += ["<think> reasoning </think>\n<answer>[1, 2]</answer>", "Größe café naïve 東京 🙂 — ✓", "\n\n  \t  x"] * 20
+    return lines
+
+
+def write_tiny_tokenizer(out_dir: str | Path) -> Path:
+    """Write a byte-level BPE tokenizer (trained with `tokenizers` on synthetic text) with all 22 Qwen2.5 added
+    tokens at `TINY_SPECIAL_IDS` + the rest of 298-319, and Qwen2.5-VL's tokenizer_config.json, chat template,
+    preprocessor_config.json (images) and video_preprocessor_config.json; returns the dir."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from vrsjax.processing.chat import QWEN2_5_VL_CHAT_TEMPLATE
+    from vrsjax.processing.patchify import CLIP_MEAN, CLIP_STD
+    from vrsjax.processing.tokenizer import QWEN2_5_ADDED_TOKENS, qwen2_pipeline
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = qwen2_pipeline(Tokenizer(models.BPE()))
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_BPE_SIZE, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    bpe.train_from_iterator(_tiny_corpus(), trainer)
+    spec = json.loads(bpe.to_str())
+    free = iter([298, 299, *range(306, 320)])
+    ids = {tok: TINY_SPECIAL_IDS.get(tok) or next(free) for tok, _ in QWEN2_5_ADDED_TOKENS}
+    flags = dict(single_word=False, lstrip=False, rstrip=False, normalized=False)
+    added = [{"id": ids[tok], "content": tok, **flags, "special": special} for tok, special in QWEN2_5_ADDED_TOKENS]
+    spec["added_tokens"] = sorted(added, key=lambda t: t["id"])
+    (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / "vocab.json").write_text(json.dumps(spec["model"]["vocab"], ensure_ascii=False), encoding="utf-8")
+    merges = [" ".join(m) if isinstance(m, list) else m for m in spec["model"]["merges"]]
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    config = {
+        "add_bos_token": False,
+        "add_prefix_space": False,
+        "added_tokens_decoder": {str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in spec["added_tokens"]},
+        "additional_special_tokens": [tok for tok, special in QWEN2_5_ADDED_TOKENS[1:14] if special],
+        "bos_token": None,
+        "chat_template": QWEN2_5_VL_CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>",
+        "errors": "replace",
+        "model_max_length": 131072,
+        "pad_token": "<|endoftext|>",
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
+        "unk_token": None,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_5_VL_CHAT_TEMPLATE}, indent=2))
+    vision = {
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
+        "processor_class": "Qwen2_5_VLProcessor",
+    }
+    image = {"min_pixels": 3136, "max_pixels": 12845056, **vision, "image_processor_type": "Qwen2VLImageProcessor"}
+    video = {
+        "min_pixels": 128 * 28 * 28,
+        "max_pixels": 768 * 28 * 28,
+        **vision,
+        "video_processor_type": "Qwen2VLVideoProcessor",
+    }
+    (out / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
+    (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
+    return out
