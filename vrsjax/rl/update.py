@@ -1,0 +1,105 @@
+"""The jitted training passes: response log-probs (old / reference) and the actor's micro-batch gradients.
+
+Gradients are accumulated exactly: each micro-batch's loss is aggregated with the mini-batch's token and sequence
+counts (`num_tokens`, `num_seqs`), so the sum of micro-batch gradients equals the gradient of the mini-batch loss
+(token-mean over the whole mini-batch, as verl and EasyR1 define it), whatever the micro-batch split.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from vrsjax.rl import grpo
+
+
+def _response_logits(graphdef, params, inputs, prompt_len: int, temperature: float) -> jax.Array:
+    """float32[N, T, V] logits / temperature at the positions that predict each response token."""
+    model = nnx.merge(graphdef, params)
+    hidden = model.hidden_states(inputs)[:, prompt_len - 1 : -1]
+    return model.logits(hidden).astype(jnp.float32) / temperature
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "prompt_len", "temperature"))
+def log_probs(graphdef, params, inputs, tokens, *, prompt_len: int, temperature: float):
+    """-> (float32[N, T] log-probs of `tokens`, float32[N, T] entropy), no gradient."""
+    z = _response_logits(graphdef, params, inputs, prompt_len, temperature)
+    return grpo.token_log_probs(z, tokens), grpo.entropy_from_logits(z)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "prompt_len", "temperature", "loss_config"))
+def micro_grads(
+    graphdef,
+    params,
+    inputs,
+    tokens,
+    mask,
+    old_logp,
+    ref_logp,
+    advantages,
+    num_tokens,
+    num_seqs,
+    *,
+    prompt_len: int,
+    temperature: float,
+    loss_config: grpo.LossConfig,
+):
+    """-> (grads like params, loss, metrics) of one micro-batch's share of the mini-batch loss."""
+
+    def loss_fn(p):
+        z = _response_logits(graphdef, p, inputs, prompt_len, temperature)
+        logp = grpo.token_log_probs(z, tokens)
+        entropy = grpo.entropy_from_logits(z)
+        return grpo.actor_loss(
+            loss_config,
+            logp,
+            old_logp,
+            advantages,
+            mask,
+            ref_logp=ref_logp,
+            entropy=entropy,
+            num_tokens=num_tokens,
+            num_seqs=num_seqs,
+        )
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, loss, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer",), donate_argnames=("params", "opt_state"))
+def apply_grads(params, opt_state, grads, *, optimizer: optax.GradientTransformation):
+    """One optimizer step, skipped (params and state unchanged) when the gradient is not finite."""
+    norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(norm)
+    grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
+    updates, new_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+    return keep(new_params, params), keep(new_state, opt_state), norm, finite
+
+
+def make_optimizer(optim, max_grad_norm: float, total_steps: int) -> optax.GradientTransformation:
+    """EasyR1's AdamW: constant or cosine after linear warmup, decoupled weight decay, global-norm clipping."""
+    warmup = int(optim.lr_warmup_steps_ratio * total_steps)
+    if optim.warmup_style == "cosine":
+        floor = (optim.min_lr_ratio or 0.0) * optim.lr
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, optim.lr, max(warmup, 1), max(total_steps, warmup + 1), end_value=floor
+        )
+    else:
+        schedule = (
+            optax.join_schedules(
+                [optax.linear_schedule(0.0, optim.lr, max(warmup, 1)), optax.constant_schedule(optim.lr)],
+                [max(warmup, 1)],
+            )
+            if warmup
+            else optax.constant_schedule(optim.lr)
+        )
+    b1, b2 = optim.betas
+    return optax.chain(
+        optax.clip_by_global_norm(max_grad_norm), optax.adamw(schedule, b1=b1, b2=b2, weight_decay=optim.weight_decay)
+    )
