@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from vrsjax import rollout
 from vrsjax.config import Config, batch_per_device, to_dict
+from vrsjax.parallel.rules import shard_model
 from vrsjax.processing.prompts import veason_prompt
 from vrsjax.rewards import veason
 from vrsjax.rl import grpo
@@ -84,6 +85,7 @@ class GRPOTrainer:
         reward_fn: RewardFn | None = None,
         out_dir: str | Path | None = None,
         max_consecutive_skips: int = 5,
+        mesh=None,
     ):
         self.cfg, self.model, self.processor, self.samples = config, model, processor, samples
         self.reward_fn = reward_fn or veason_reward()
@@ -95,6 +97,9 @@ class GRPOTrainer:
         self.per_device = batch_per_device(config, 1)  # single data-parallel group until multi-process lands
         self.total_steps = config.trainer.max_steps if config.trainer.max_steps > 0 else 1
         self.optimizer = make_optimizer(actor.optim, actor.max_grad_norm, self.total_steps)
+        if mesh is not None:  # parameters (and so gradients and optimizer state) placed by the logical-axis rules
+            model = shard_model(model, mesh)
+        self.mesh = mesh
         self.graphdef, self.params = nnx.split(model)
         self.ref_params = jax.tree.map(jnp.copy, self.params) if actor.use_kl_loss else None
         self.opt_state = self.optimizer.init(self.params)
