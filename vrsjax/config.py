@@ -147,6 +147,7 @@ class DataConfig(_Section):
     reference_image_resize: int = 840
     sam2_mode: str = "video"  # SAM2 in the reward: "images" (per frame) or "video" (propagation)
     sampled_frames: int = 6
+    skip_bad_samples: bool = False  # vrsjax: drop bad dataset samples (counted, reported) instead of raising
 
     def _check(self) -> Iterator[tuple[str, str]]:
         yield from _positive(self, "max_prompt_length", "max_response_length", "rollout_batch_size", "min_pixels")
@@ -264,6 +265,8 @@ class ActorConfig(_Section):
     kl_loss_coef: float = 1e-3
     kl_loss_type: str = "low_var_kl"
     ppo_epochs: int = 1
+    # vrsjax: run each group's prompt once in the training passes (same numbers, most prompt FLOPs saved)
+    shared_prompt: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)

@@ -194,3 +194,14 @@ def test_sharded_step_equals_one_device(tiny, tmp_path, axes):
     assert len({str(s.index) for s in q.addressable_shards}) > 1  # really sharded
     assert m_sharded["actor/loss"] == pytest.approx(m_one["actor/loss"], abs=1e-5)
     assert np.abs(flat(sharded.params) - flat(one.params)).max() <= 1e-5
+
+
+def test_shared_prompt_passes_equal_per_sequence_passes(tiny, tmp_path):
+    """Whole groups per micro-batch switch the trainer to the shared-prompt passes: same step, same numbers."""
+    whole_groups = {"worker.actor.micro_batch_size_per_device_for_update": 4, "worker.rollout.temperature": 0}
+    shared = make_trainer(tiny, tmp_path / "shared", **whole_groups)
+    naive = make_trainer(tiny, tmp_path / "naive", **whole_groups, **{"worker.actor.shared_prompt": "false"})
+    assert shared._shared(4) and not naive._shared(4)
+    m_shared, m_naive = shared.step(), naive.step()
+    assert m_shared["actor/loss"] == pytest.approx(m_naive["actor/loss"], abs=1e-5)
+    assert np.abs(flat(shared.params) - flat(naive.params)).max() <= 1e-5

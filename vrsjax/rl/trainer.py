@@ -33,7 +33,14 @@ from vrsjax.processing.prompts import veason_prompt
 from vrsjax.rewards import veason
 from vrsjax.rl import grpo
 from vrsjax.rl.sequences import prompt_data, sequence_inputs
-from vrsjax.rl.update import apply_grads, log_probs, make_optimizer, micro_grads
+from vrsjax.rl.update import (
+    apply_grads,
+    log_probs,
+    make_optimizer,
+    micro_grads,
+    shared_log_probs,
+    shared_micro_grads,
+)
 
 
 @dataclasses.dataclass
@@ -93,8 +100,9 @@ class GRPOTrainer:
         self.max_consecutive_skips = max_consecutive_skips
         actor = config.worker.actor
         self.n = config.worker.rollout.n
-        self.devices = len(jax.devices())
-        self.per_device = batch_per_device(config, 1)  # single data-parallel group until multi-process lands
+        # data-parallel width: micro-batches hold micro_batch_size_per_device rows per data-parallel device
+        self.devices = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+        self.per_device = batch_per_device(config, self.devices)
         self.total_steps = config.trainer.max_steps if config.trainer.max_steps > 0 else 1
         self.optimizer = make_optimizer(actor.optim, actor.max_grad_norm, self.total_steps)
         if mesh is not None:  # parameters (and so gradients and optimizer state) placed by the logical-axis rules
@@ -182,6 +190,16 @@ class GRPOTrainer:
         return self._metrics(parts, scores, adv, out, update, times)
 
     def _log_probs(self, params, prompts, rows, out, micro) -> np.ndarray:
+        temperature = self.cfg.worker.rollout.temperature or 1.0
+        if self._shared(micro):
+            chunks = []
+            for s in range(0, len(rows), micro):
+                group_rows, tokens, mask, shared, next_pos = self._groups(prompts, rows, out, slice(s, s + micro))
+                logp, _ = shared_log_probs(
+                    self.graphdef, params, shared, tokens, mask, next_pos, temperature=temperature
+                )
+                chunks.append(np.asarray(logp).reshape(-1, tokens.shape[-1]))
+            return np.concatenate(chunks)
         chunks = []
         for s in range(0, len(rows), micro):
             sl = slice(s, s + micro)
@@ -201,7 +219,6 @@ class GRPOTrainer:
         actor = self.cfg.worker.actor
         mini = actor.global_batch_size * self.n
         micro = actor.micro_batch_size_per_device_for_update * self.devices
-        temperature = self.cfg.worker.rollout.temperature or 1.0
         metrics: dict[str, list] = {}
         for _ in range(actor.ppo_epochs):
             for m0 in range(0, len(rows), mini):
@@ -211,22 +228,7 @@ class GRPOTrainer:
                 grads, acc = None, {}
                 for u0 in range(m0, min(m0 + mini, len(rows)), micro):
                     us = slice(u0, u0 + micro)
-                    inputs = sequence_inputs(self.model.config, prompts, rows[us], out.tokens[us], out.mask[us])
-                    g, loss, mm = micro_grads(
-                        self.graphdef,
-                        self.params,
-                        inputs,
-                        out.tokens[us],
-                        out.mask[us],
-                        old[us],
-                        ref[us] if ref is not None else old[us],
-                        jnp.asarray(adv[us]),
-                        num_tokens,
-                        num_seqs,
-                        prompt_len=_prompt_len(inputs, out),
-                        temperature=temperature,
-                        loss_config=self.loss_config,
-                    )
+                    g, loss, mm = self._micro_grads(prompts, rows, out, us, old, ref, adv, num_tokens, num_seqs, micro)
                     grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
                     share = float(out.mask[us].sum()) / max(num_tokens, 1.0)
                     for k, v in {"loss": loss, **mm}.items():  # loss terms are already shares of the mini-batch
@@ -239,6 +241,61 @@ class GRPOTrainer:
                 metrics.setdefault("grad_norm", []).append(float(norm))
                 self._count_skip(bool(finite))
         return metrics
+
+    def _micro_grads(self, prompts, rows, out, us, old, ref, adv, num_tokens, num_seqs, micro):
+        temperature = self.cfg.worker.rollout.temperature or 1.0
+        ref_us = ref[us] if ref is not None else old[us]
+        common = dict(temperature=temperature, loss_config=self.loss_config)
+        if self._shared(micro):
+            _, tokens, mask, shared, next_pos = self._groups(prompts, rows, out, us)
+            return shared_micro_grads(
+                self.graphdef,
+                self.params,
+                shared,
+                tokens,
+                mask,
+                next_pos,
+                old[us],
+                ref_us,
+                jnp.asarray(adv[us]),
+                num_tokens,
+                num_seqs,
+                **common,
+            )
+        inputs = sequence_inputs(self.model.config, prompts, rows[us], out.tokens[us], out.mask[us])
+        return micro_grads(
+            self.graphdef,
+            self.params,
+            inputs,
+            out.tokens[us],
+            out.mask[us],
+            old[us],
+            ref_us,
+            jnp.asarray(adv[us]),
+            num_tokens,
+            num_seqs,
+            prompt_len=_prompt_len(inputs, out),
+            **common,
+        )
+
+    def _shared(self, micro: int) -> bool:
+        """Shared-prompt passes need whole groups in each micro-batch (and one response token to predict)."""
+        return self.cfg.worker.actor.shared_prompt and micro % self.n == 0
+
+    def _groups(self, prompts, rows, out, sl: slice):
+        """Rows `sl` (whole groups) -> (prompt ids, tokens int[G, n, T], mask, prompt-only ModelInputs, next_pos)."""
+        group_rows = rows[sl][:: self.n]
+        t = out.tokens.shape[1]
+        shared = sequence_inputs(
+            self.model.config,
+            prompts,
+            group_rows,
+            np.zeros((len(group_rows), 0), np.int32),
+            np.zeros((len(group_rows), 0), np.int32),
+        )
+        next_pos = np.array([prompts[r].next_pos for r in group_rows], np.int32)
+        tokens = out.tokens[sl].reshape(-1, self.n, t)
+        return group_rows, tokens, out.mask[sl].reshape(-1, self.n, t), shared, next_pos
 
     def _count_skip(self, finite: bool) -> None:
         if finite:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from vrsjax.rl import grpo
+from vrsjax.rl import grpo, shared_prompt
 
 
 def _response_logits(graphdef, params, inputs, prompt_len: int, temperature: float) -> jax.Array:
@@ -60,6 +60,53 @@ def micro_grads(
             old_logp,
             advantages,
             mask,
+            ref_logp=ref_logp,
+            entropy=entropy,
+            num_tokens=num_tokens,
+            num_seqs=num_seqs,
+        )
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, loss, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "temperature"))
+def shared_log_probs(graphdef, params, prompts, tokens, mask, next_pos, *, temperature: float):
+    """Shared-prompt pass: int[B, n, T] -> (float32[B, n, T] log-probs, entropy), no gradient."""
+    z = shared_prompt.response_logits(nnx.merge(graphdef, params), prompts, tokens, mask, next_pos, temperature)
+    return grpo.token_log_probs(z, tokens), grpo.entropy_from_logits(z)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "temperature", "loss_config"))
+def shared_micro_grads(
+    graphdef,
+    params,
+    prompts,
+    tokens,
+    mask,
+    next_pos,
+    old_logp,
+    ref_logp,
+    advantages,
+    num_tokens,
+    num_seqs,
+    *,
+    temperature: float,
+    loss_config: grpo.LossConfig,
+):
+    """`micro_grads` for whole groups ([B, n, T] responses of B prompts), each prompt run once."""
+    b, n, t = tokens.shape
+
+    def loss_fn(p):
+        z = shared_prompt.response_logits(nnx.merge(graphdef, p), prompts, tokens, mask, next_pos, temperature)
+        flat = lambda a: a.reshape(b * n, t)  # noqa: E731
+        logp, entropy = flat(grpo.token_log_probs(z, tokens)), flat(grpo.entropy_from_logits(z))
+        return grpo.actor_loss(
+            loss_config,
+            logp,
+            old_logp,
+            advantages,
+            flat(mask),
             ref_logp=ref_logp,
             entropy=entropy,
             num_tokens=num_tokens,

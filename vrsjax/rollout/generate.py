@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from vrsjax.layers.attention import shared_prefix_attention
 from vrsjax.models.qwen2_5_vl.inputs import ModelInputs, prepare_inputs
 from vrsjax.models.qwen2_5_vl.vision import bucket
 from vrsjax.parallel.rules import spec
@@ -270,29 +271,12 @@ def _decode_step(model, token, position, step, prompt_kv, prompt_mask, own, kv_d
         q, k, v = attn.project(layer.input_layernorm(x), cos, sin)
         ok = jax.lax.dynamic_update_slice(ok, k.reshape(b, n, 1, *k.shape[2:]).astype(kv_dtype), (0, 0, step, 0, 0))
         ov = jax.lax.dynamic_update_slice(ov, v.reshape(b, n, 1, *v.shape[2:]).astype(kv_dtype), (0, 0, step, 0, 0))
-        o = _group_attention(q.reshape(b, n, *q.shape[2:]), pk, pv, prompt_mask, ok, ov, own_valid, attn.head_dim)
+        own_mask = jnp.broadcast_to(own_valid, (b, n, 1, capacity))
+        o = shared_prefix_attention(
+            q.reshape(b, n, 1, *q.shape[2:]), pk, pv, prompt_mask, ok, ov, own_mask, scale=attn.head_dim**-0.5
+        )
         x = x + attn.o_proj(o.reshape(b * n, 1, -1).astype(x.dtype))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
         new_own.append((ok, ov))
     logits = model.logits(text.norm(x))[:, 0]
     return logits.reshape(b, n, -1), new_own
-
-
-def _group_attention(q, pk, pv, prompt_mask, ok, ov, own_valid, head_dim):
-    """q: float[B, n, H, D]; prompt k/v: [B, L, K, D] shared by the group; own k/v: [B, n, T, K, D].
-
-    Softmax over the concatenated keys in float32 -> float[B, n, H, D]."""
-    b, n, heads, d = q.shape
-    kv_heads = pk.shape[2]
-    qg = q.reshape(b, n, kv_heads, heads // kv_heads, d)
-    scale = head_dim**-0.5
-    neg = jnp.finfo(jnp.float32).min
-    s_prompt = jnp.einsum("bnkgd,blkd->bnkgl", qg, pk, preferred_element_type=jnp.float32) * scale
-    s_prompt = jnp.where(prompt_mask[:, None, None, None, :], s_prompt, neg)
-    s_own = jnp.einsum("bnkgd,bntkd->bnkgt", qg, ok, preferred_element_type=jnp.float32) * scale
-    s_own = jnp.where(own_valid, s_own, neg)
-    probs = jax.nn.softmax(jnp.concatenate([s_prompt, s_own], axis=-1), axis=-1)
-    length = pk.shape[1]
-    o = jnp.einsum("bnkgl,blkd->bnkgd", probs[..., :length].astype(pv.dtype), pv)
-    o = o + jnp.einsum("bnkgt,bntkd->bnkgd", probs[..., length:].astype(ov.dtype), ov)
-    return o.reshape(b, n, heads, d)
