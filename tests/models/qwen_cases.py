@@ -5,8 +5,9 @@ import torch
 
 from vrsjax.testing import TINY_IDS
 
-IMG, VID, VSTART, VEND = (TINY_IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id",
-                                                 "vision_end_token_id"))
+IMG, VID, VSTART, VEND = (
+    TINY_IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+)
 
 
 def hf_model(path):
