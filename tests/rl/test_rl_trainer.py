@@ -71,6 +71,7 @@ def test_steps_run_with_finite_metrics_and_move_only_the_policy(tiny, tmp_path):
     before = flat(trainer.params)
     history = trainer.train(2)
     assert len(history) == 2 and (tmp_path / "metrics.jsonl").read_text().count("\n") == 2
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
     for m in history:
         assert all(np.isfinite(v) for v in m.values() if isinstance(v, float)), m
         assert {"reward/format_mean", "actor/kl_loss", "actor/entropy", "actor/clipfrac", "adv/std"} <= set(m)

@@ -32,6 +32,7 @@ from vrsjax.parallel.rules import shard_model
 from vrsjax.processing.prompts import veason_prompt
 from vrsjax.rewards import veason
 from vrsjax.rl import grpo
+from vrsjax.rl.plots import plot_history
 from vrsjax.rl.sequences import prompt_data, sequence_inputs
 from vrsjax.rl.update import (
     apply_grads,
@@ -356,6 +357,8 @@ class GRPOTrainer:
                 bar.update(1)
                 if save_every and self.step_count % save_every == 0:
                     self.save()
+        if history and jax.process_index() == 0:
+            plot_history(history, self.out_dir / "curves.png")
         return history
 
     def _manager(self) -> ocp.CheckpointManager:
