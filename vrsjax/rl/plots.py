@@ -1,4 +1,4 @@
-"""PNG curves of a training run: reward components, KL, entropy and response length over steps."""
+"""PNG curves of a training run: reward components, KL, entropy, policy metrics and response length."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def plot_history(history: list[dict], path: str | Path) -> Path:
     steps = [m["step"] for m in history]
     panels = {
         "reward components (mean)": sorted(k for k in history[0] if k.startswith("reward/") and k.endswith("_mean")),
-        "KL and entropy": [k for k in ("actor/kl_loss", "actor/entropy") if k in history[0]],
+        "KL to the reference": [k for k in ("actor/kl_loss",) if k in history[0]],
+        "entropy": [k for k in ("actor/entropy",) if k in history[0]],
         "policy": [k for k in ("actor/pg_loss", "actor/clipfrac", "actor/grad_norm") if k in history[0]],
         "response length": [k for k in ("response/length_mean", "response/length_max") if k in history[0]],
     }
