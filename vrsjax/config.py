@@ -267,6 +267,10 @@ class ActorConfig(_Section):
     ppo_epochs: int = 1
     # vrsjax: run each group's prompt once in the training passes (same numbers, most prompt FLOPs saved)
     shared_prompt: bool = True
+    # vrsjax: LoRA training (LLaMA-Factory's names); 0 = full fine-tuning. The reference is the base model.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_target: str = "all"  # comma-separated module names (q_proj,v_proj,...) or all
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)

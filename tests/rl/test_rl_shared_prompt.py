@@ -34,20 +34,22 @@ def setup(tmp_path_factory):
 
 def both_paths(setup):
     model, prompts, tokens, mask = setup
-    graphdef, params = nnx.split(model)
+    graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
     rows = np.repeat(np.arange(B), N)
     naive = sequence_inputs(model.config, prompts, rows, tokens, mask)
     shared = sequence_inputs(model.config, prompts, np.arange(B), np.zeros((B, 0), np.int32), np.zeros((B, 0)))
     next_pos = np.array([p.next_pos for p in prompts], np.int32)
-    return graphdef, params, naive, shared, next_pos
+    return graphdef, params, frozen, naive, shared, next_pos
 
 
 def test_log_probs_equal(setup):
     model, prompts, tokens, mask = setup
-    graphdef, params, naive, shared, next_pos = both_paths(setup)
-    want, want_h = log_probs(graphdef, params, naive, tokens, prompt_len=naive.input_ids.shape[1] - T, temperature=0.8)
+    graphdef, params, frozen, naive, shared, next_pos = both_paths(setup)
+    want, want_h = log_probs(
+        graphdef, params, frozen, naive, tokens, prompt_len=naive.input_ids.shape[1] - T, temperature=0.8
+    )
     got, got_h = shared_log_probs(
-        graphdef, params, shared, tokens.reshape(B, N, T), mask.reshape(B, N, T), next_pos, temperature=0.8
+        graphdef, params, frozen, shared, tokens.reshape(B, N, T), mask.reshape(B, N, T), next_pos, temperature=0.8
     )
     valid = mask > 0
     assert np.abs(np.asarray(got).reshape(B * N, T) - np.asarray(want))[valid].max() <= 1e-5
@@ -56,7 +58,7 @@ def test_log_probs_equal(setup):
 
 def test_loss_and_gradients_equal(setup):
     model, prompts, tokens, mask = setup
-    graphdef, params, naive, shared, next_pos = both_paths(setup)
+    graphdef, params, frozen, naive, shared, next_pos = both_paths(setup)
     rng = np.random.default_rng(3)
     old = jnp.asarray(rng.normal(-5, 0.3, (B * N, T)), jnp.float32)
     adv = jnp.asarray(rng.normal(size=B * N), jnp.float32)
@@ -65,6 +67,7 @@ def test_loss_and_gradients_equal(setup):
     g1, l1, _ = micro_grads(
         graphdef,
         params,
+        frozen,
         naive,
         tokens,
         mask,
@@ -79,6 +82,7 @@ def test_loss_and_gradients_equal(setup):
     g2, l2, _ = shared_micro_grads(
         graphdef,
         params,
+        frozen,
         shared,
         tokens.reshape(B, N, T),
         mask.reshape(B, N, T),

@@ -114,7 +114,7 @@ def test_micro_batch_gradients_add_up_to_the_mini_batch(tiny):
     model = qwen2_5_vl.from_pretrained(path)
     from flax import nnx
 
-    graphdef, params = nnx.split(model)
+    graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
     samples = synthetic_samples(2)
     texts = ["<|im_start|>user\n" + "<|vision_start|><|image_pad|><|vision_end|>" * 3 + "x<|im_end|>\n"] * 2
     prompts = [
@@ -134,6 +134,7 @@ def test_micro_batch_gradients_add_up_to_the_mini_batch(tiny):
         g, loss, _ = micro_grads(
             graphdef,
             params,
+            frozen,
             inputs,
             tokens[sl],
             mask[sl],
@@ -206,3 +207,26 @@ def test_shared_prompt_passes_equal_per_sequence_passes(tiny, tmp_path):
     m_shared, m_naive = shared.step(), naive.step()
     assert m_shared["actor/loss"] == pytest.approx(m_naive["actor/loss"], abs=1e-5)
     assert np.abs(flat(shared.params) - flat(naive.params)).max() <= 1e-5
+
+
+def test_lora_trains_only_adapters_and_merges_for_export(tiny, tmp_path):
+    from flax import nnx
+
+    from vrsjax.layers.lora import LoRAParam, merge_lora
+
+    trainer = make_trainer(tiny, tmp_path, **{"worker.actor.lora_rank": 4, "worker.actor.lora_target": "q_proj,v_proj"})
+    frozen_before, lora_before = flat(trainer.frozen), flat(trainer.params)
+    trainer.train(2)
+    np.testing.assert_array_equal(flat(trainer.frozen), frozen_before)  # base weights untouched
+    assert np.abs(flat(trainer.params) - lora_before).max() > 0
+    assert all(k in ("lora_a", "lora_b") for path, _ in nnx.to_flat_state(trainer.params) for k in path[-1:])
+    policy = trainer.policy()
+    batch = {"input_ids": np.array([[5, 6, 7, 8, 9]]), "attention_mask": np.ones((1, 5), np.int32)}
+    with_adapters = np.asarray(policy(**batch))
+    with pytest.raises(ValueError, match="merge_lora"):
+        policy.save_pretrained(tmp_path / "export")
+    merged = merge_lora(policy)
+    assert not nnx.state(merged, LoRAParam)
+    np.testing.assert_allclose(np.asarray(merged(**batch)), with_adapters, atol=1e-5)
+    exported = qwen2_5_vl.from_pretrained(merged.save_pretrained(tmp_path / "export"))
+    np.testing.assert_allclose(np.asarray(exported(**batch)), with_adapters, atol=1e-5)

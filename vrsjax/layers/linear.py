@@ -22,9 +22,15 @@ class Linear(nnx.Module):
         self.weight = nnx.Param(init, axes=axes)
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype), axes=axes[:1]) if use_bias else None
         self.dtype = dtype
+        self.lora_a = self.lora_b = None  # LoRAParam [r, in] and [out, r] once `vrsjax.layers.lora.add_lora` ran
+        self.lora_scale = 0.0
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x.astype(self.dtype), self.weight[...].astype(self.dtype).T)
+        x = x.astype(self.dtype)
+        y = jnp.dot(x, self.weight[...].astype(self.dtype).T)
+        if self.lora_a is not None:
+            down = jnp.dot(x, self.lora_a[...].astype(self.dtype).T)
+            y = y + jnp.dot(down, self.lora_b[...].astype(self.dtype).T) * self.lora_scale
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from vrsjax import rollout
 from vrsjax.config import Config, batch_per_device, to_dict
+from vrsjax.layers.lora import LoRAParam, add_lora
 from vrsjax.parallel.rules import shard_model
 from vrsjax.processing.prompts import veason_prompt
 from vrsjax.rewards import veason
@@ -109,8 +110,14 @@ class GRPOTrainer:
         if mesh is not None:  # parameters (and so gradients and optimizer state) placed by the logical-axis rules
             model = shard_model(model, mesh)
         self.mesh = mesh
-        self.graphdef, self.params = nnx.split(model)
-        self.ref_params = jax.tree.map(jnp.copy, self.params) if actor.use_kl_loss else None
+        if actor.lora_rank > 0:  # LoRA: only the adapters train; the reference is the base (adapters disabled)
+            add_lora(model, actor.lora_rank, actor.lora_alpha, actor.lora_target, seed=config.data.seed)
+            self.graphdef, self.params, self.frozen = nnx.split(model, LoRAParam, ...)
+            disable = lambda path, x: jnp.zeros_like(x) if "lora_b" in jax.tree_util.keystr(path) else jnp.copy(x)  # noqa: E731
+            self.ref_params = jax.tree_util.tree_map_with_path(disable, self.params) if actor.use_kl_loss else None
+        else:
+            self.graphdef, self.params, self.frozen = nnx.split(model, nnx.Param, ...)
+            self.ref_params = jax.tree.map(jnp.copy, self.params) if actor.use_kl_loss else None
         self.opt_state = self.optimizer.init(self.params)
         self.loss_config = grpo.LossConfig(
             clip_low=actor.clip_low,
@@ -155,7 +162,7 @@ class GRPOTrainer:
             prompt_data(self.model.config, self.processor(text=[t], images=list(s.frames)))
             for t, s in zip(texts, samples, strict=True)
         ]
-        model = nnx.merge(self.graphdef, self.params)
+        model = nnx.merge(self.graphdef, self.params, self.frozen)
         ro = cfg.worker.rollout
         out = rollout.generate(
             model,
@@ -197,7 +204,7 @@ class GRPOTrainer:
             for s in range(0, len(rows), micro):
                 group_rows, tokens, mask, shared, next_pos = self._groups(prompts, rows, out, slice(s, s + micro))
                 logp, _ = shared_log_probs(
-                    self.graphdef, params, shared, tokens, mask, next_pos, temperature=temperature
+                    self.graphdef, params, self.frozen, shared, tokens, mask, next_pos, temperature=temperature
                 )
                 chunks.append(np.asarray(logp).reshape(-1, tokens.shape[-1]))
             return np.concatenate(chunks)
@@ -208,6 +215,7 @@ class GRPOTrainer:
             logp, _ = log_probs(
                 self.graphdef,
                 params,
+                self.frozen,
                 inputs,
                 out.tokens[sl],
                 prompt_len=_prompt_len(inputs, out),
@@ -252,6 +260,7 @@ class GRPOTrainer:
             return shared_micro_grads(
                 self.graphdef,
                 self.params,
+                self.frozen,
                 shared,
                 tokens,
                 mask,
@@ -267,6 +276,7 @@ class GRPOTrainer:
         return micro_grads(
             self.graphdef,
             self.params,
+            self.frozen,
             inputs,
             out.tokens[us],
             out.mask[us],
@@ -405,7 +415,7 @@ class GRPOTrainer:
 
     def policy(self):
         """The current policy as a model (e.g. to `save_pretrained` at the end)."""
-        return nnx.merge(self.graphdef, self.params)
+        return nnx.merge(self.graphdef, self.params, self.frozen)
 
 
 _SHARES = ("loss", "pg_loss", "kl_loss", "entropy")

@@ -1,5 +1,8 @@
 """The jitted training passes: response log-probs (old / reference) and the actor's micro-batch gradients.
 
+`params` are what trains (the whole model, or only its `LoRAParam`s) and `frozen` the rest (an empty State in full
+fine-tuning); gradients are taken with respect to `params` only.
+
 Gradients are accumulated exactly: each micro-batch's loss is aggregated with the mini-batch's token and sequence
 counts (`num_tokens`, `num_seqs`), so the sum of micro-batch gradients equals the gradient of the mini-batch loss
 (token-mean over the whole mini-batch, as verl and EasyR1 define it), whatever the micro-batch split.
@@ -17,17 +20,17 @@ from flax import nnx
 from vrsjax.rl import grpo, shared_prompt
 
 
-def _response_logits(graphdef, params, inputs, prompt_len: int, temperature: float) -> jax.Array:
+def _response_logits(graphdef, params, frozen, inputs, prompt_len: int, temperature: float) -> jax.Array:
     """float32[N, T, V] logits / temperature at the positions that predict each response token."""
-    model = nnx.merge(graphdef, params)
+    model = nnx.merge(graphdef, params, frozen)
     hidden = model.hidden_states(inputs)[:, prompt_len - 1 : -1]
     return model.logits(hidden).astype(jnp.float32) / temperature
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "prompt_len", "temperature"))
-def log_probs(graphdef, params, inputs, tokens, *, prompt_len: int, temperature: float):
+def log_probs(graphdef, params, frozen, inputs, tokens, *, prompt_len: int, temperature: float):
     """-> (float32[N, T] log-probs of `tokens`, float32[N, T] entropy), no gradient."""
-    z = _response_logits(graphdef, params, inputs, prompt_len, temperature)
+    z = _response_logits(graphdef, params, frozen, inputs, prompt_len, temperature)
     return grpo.token_log_probs(z, tokens), grpo.entropy_from_logits(z)
 
 
@@ -35,6 +38,7 @@ def log_probs(graphdef, params, inputs, tokens, *, prompt_len: int, temperature:
 def micro_grads(
     graphdef,
     params,
+    frozen,
     inputs,
     tokens,
     mask,
@@ -51,7 +55,7 @@ def micro_grads(
     """-> (grads like params, loss, metrics) of one micro-batch's share of the mini-batch loss."""
 
     def loss_fn(p):
-        z = _response_logits(graphdef, p, inputs, prompt_len, temperature)
+        z = _response_logits(graphdef, p, frozen, inputs, prompt_len, temperature)
         logp = grpo.token_log_probs(z, tokens)
         entropy = grpo.entropy_from_logits(z)
         return grpo.actor_loss(
@@ -71,9 +75,9 @@ def micro_grads(
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "temperature"))
-def shared_log_probs(graphdef, params, prompts, tokens, mask, next_pos, *, temperature: float):
+def shared_log_probs(graphdef, params, frozen, prompts, tokens, mask, next_pos, *, temperature: float):
     """Shared-prompt pass: int[B, n, T] -> (float32[B, n, T] log-probs, entropy), no gradient."""
-    z = shared_prompt.response_logits(nnx.merge(graphdef, params), prompts, tokens, mask, next_pos, temperature)
+    z = shared_prompt.response_logits(nnx.merge(graphdef, params, frozen), prompts, tokens, mask, next_pos, temperature)
     return grpo.token_log_probs(z, tokens), grpo.entropy_from_logits(z)
 
 
@@ -81,6 +85,7 @@ def shared_log_probs(graphdef, params, prompts, tokens, mask, next_pos, *, tempe
 def shared_micro_grads(
     graphdef,
     params,
+    frozen,
     prompts,
     tokens,
     mask,
@@ -98,7 +103,7 @@ def shared_micro_grads(
     b, n, t = tokens.shape
 
     def loss_fn(p):
-        z = shared_prompt.response_logits(nnx.merge(graphdef, p), prompts, tokens, mask, next_pos, temperature)
+        z = shared_prompt.response_logits(nnx.merge(graphdef, p, frozen), prompts, tokens, mask, next_pos, temperature)
         flat = lambda a: a.reshape(b * n, t)  # noqa: E731
         logp, entropy = flat(grpo.token_log_probs(z, tokens)), flat(grpo.entropy_from_logits(z))
         return grpo.actor_loss(

@@ -260,6 +260,10 @@ _ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
 
 def _export_plan(model: nnx.Module, layout: str, dtype: str | None) -> list[tuple[str, tuple, np.dtype, object]]:
     """(HF name, HF shape, dtype, variable) per parameter, without touching any values."""
+    from vrsjax.layers.lora import LoRAParam
+
+    if nnx.state(model, LoRAParam):
+        raise ValueError("the model has unmerged LoRA adapters; call vrsjax.layers.lora.merge_lora(model) first")
     config, plan = model.config, []
     out_dtype = None if dtype is None else np.dtype(jnp.dtype(dtype))
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
