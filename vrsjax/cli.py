@@ -3,6 +3,9 @@
 vrsjax convert hf-to-vrsjax HF_DIR OUT_DIR [--dtype bfloat16] [--adapter LORA_DIR]
 vrsjax convert vrsjax-to-hf SRC_DIR OUT_DIR [--layout v5|legacy] [--dtype bfloat16] [--max-shard-gb 5]
 vrsjax demo [--out DIR]
+vrsjax data synth --out DIR [--videos N] [--seed S] | data inspect DIR | data build DIR --out RECORDS
+vrsjax data subset META OUT --size N
+vrsjax plan config=RECIPE [key=value ...] [--devices 8] [--device h100|h200|v5p|v6e] [--model 3b|7b|DIR]
 """
 
 from __future__ import annotations
@@ -33,6 +36,30 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from vrsjax.data import commands
+
+    return commands.run(args)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from vrsjax.parallel import plan
+
+    text, result = plan.run(
+        args.overrides,
+        devices=args.devices,
+        device=args.device,
+        model=args.model,
+        attention=args.attention,
+        vision_tokens=args.vision_tokens,
+        sam2=args.sam2,
+        headroom=args.headroom,
+        as_json=args.json,
+    )
+    print(text)
+    return 0 if result.fits else 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vrsjax", description="Video reasoning segmentation in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +87,56 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="tiny checkpoint -> convert -> run the policy on a synthetic video")
     demo.add_argument("--out", default="demo_out", help="working directory (recreated)")
     demo.set_defaults(func=_demo)
+
+    data = sub.add_parser("data", help="synthetic data, dataset statistics, ArrayRecord builds")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="write a synthetic dataset in the ReVOS layout (+ CoT SFT data)")
+    synth.add_argument("--out", required=True, help="output directory (recreated)")
+    synth.add_argument("--videos", type=int, default=8, help="number of videos")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--layout",
+        action="append",
+        choices=["mevis", "refytvos", "davis17", "reasonvos", "image_json"],
+        help="also write the data in this layout next to --out (repeatable)",
+    )
+    inspect = data_sub.add_parser("inspect", help="counts, per-type statistics and a PNG grid of frames with masks")
+    inspect.add_argument("root", help="dataset root (or image .json/.jsonl file)")
+    inspect.add_argument(
+        "--format", default=None, help="revos|mevis|refytvos|davis17|reasonvos|image_json (default: detect)"
+    )
+    inspect.add_argument("--split", default=None)
+    inspect.add_argument("--png", default="data_inspect.png", help="grid image to write ('' for none)")
+    inspect.add_argument("--expressions", type=int, default=4, help="rows in the grid")
+    inspect.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    build = data_sub.add_parser("build", help="read a dataset split and write its TFDS ArrayRecord files for grain")
+    build.add_argument("root", help="dataset root as downloaded")
+    build.add_argument("--out", required=True, help="records directory")
+    build.add_argument("--format", default=None, help="dataset layout (default: detect)")
+    build.add_argument("--split", default=None)
+    build.add_argument("--meta-file", default=None, help="ReVOS: another expressions file, e.g. a training subset")
+    build.add_argument(
+        "--skip-bad-samples", action="store_true", help="count and report bad samples instead of failing"
+    )
+    build.add_argument("--overwrite", action="store_true")
+    subset = data_sub.add_parser("subset", help="Veason-R1's stratified training subset of a ReVOS expressions file")
+    subset.add_argument("meta", help="e.g. data/ReVOS/meta_expressions_train_.json")
+    subset.add_argument("out", help="e.g. data/ReVOS/meta_expressions_train_select.json")
+    subset.add_argument("--size", type=int, required=True, help="expressions to keep")
+    subset.add_argument("--seed", type=int, default=0)
+    data.set_defaults(func=_data)
+
+    plan = sub.add_parser("plan", help="memory per device of a GRPO recipe on a mesh; says whether it fits")
+    plan.add_argument("overrides", nargs="*", help="config=PATH and dotted overrides, e.g. mesh.tensor=2")
+    plan.add_argument("--devices", type=int, default=8, help="devices in the mesh (all hosts)")
+    plan.add_argument("--device", default="h100", choices=["h100", "h200", "v5p", "v6e"])
+    plan.add_argument("--model", default=None, help="3b, 7b or an HF dir (default: worker.actor.model.model_path)")
+    plan.add_argument("--attention", default="reference", choices=["reference", "xla", "cudnn", "splash"])
+    plan.add_argument("--vision-tokens", type=int, default=None, help="per prompt (default: 400 per sampled frame)")
+    plan.add_argument("--sam2", default="hiera_l", help="hiera_t|hiera_s|hiera_b+|hiera_l|none on the device")
+    plan.add_argument("--headroom", type=float, default=0.9, help="usable fraction of device memory")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(func=_plan)
     return parser
 
 

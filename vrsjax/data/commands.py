@@ -1,0 +1,62 @@
+"""What `vrsjax data synth | inspect | build | subset` run (vrsjax/cli.py parses the arguments and calls `run`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"synth": synth, "inspect": inspect, "build": build, "subset": subset}[args.data_command](args)
+
+
+def synth(args: argparse.Namespace) -> int:
+    from vrsjax.data import synthetic
+
+    dataset = synthetic.write_dataset(args.out, num_videos=args.videos, seed=args.seed)
+    expressions = sum(len(v.expressions) for v in dataset.videos.values())
+    print(f"wrote {len(dataset.videos)} videos, {expressions} expressions (ReVOS layout) to {dataset.root}")
+    if args.layout:
+        from vrsjax.data.synthetic_layouts import write_layout
+
+        for layout in args.layout:
+            out = dataset.root.parent / f"{dataset.root.name}_{layout}"
+            written = write_layout(dataset, layout, out)
+            print(f"wrote {len(written)} expressions in the {layout} layout to {out}")
+    return 0
+
+
+def inspect(args: argparse.Namespace) -> int:
+    from vrsjax.data.summary import format_statistics, inspect_dataset
+
+    png = args.png if args.png else None
+    stats = inspect_dataset(args.root, args.format, args.split, png, args.expressions)
+    print(json.dumps(stats, indent=2) if args.json else format_statistics(stats))
+    if stats.get("skip_report"):
+        print(stats["skip_report"])
+    if png:
+        print(f"wrote {stats['png']}")
+    return 0
+
+
+def build(args: argparse.Namespace) -> int:
+    from vrsjax.data.formats import open_dataset
+    from vrsjax.data.records import build_records
+
+    kwargs = {"skip_bad_samples": args.skip_bad_samples}
+    if args.meta_file:
+        kwargs["meta_file"] = args.meta_file
+    dataset = open_dataset(args.format, args.root, args.split, **kwargs)
+    out = build_records(dataset, args.out, overwrite=args.overwrite, skip_bad_samples=args.skip_bad_samples)
+    print(f"wrote {len(dataset)} expressions of {dataset.name}/{dataset.split} as ArrayRecord files under {out}")
+    if dataset.skipped.total:
+        print(dataset.skipped.report())
+    return 0
+
+
+def subset(args: argparse.Namespace) -> int:
+    from vrsjax.data.subset import write_subset
+
+    out = write_subset(args.meta, args.out, args.size, args.seed)
+    print(f"wrote {args.size} stratified expressions to {out}")
+    return 0
