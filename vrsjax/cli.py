@@ -3,6 +3,7 @@
 vrsjax convert hf-to-vrsjax HF_DIR OUT_DIR [--dtype bfloat16] [--adapter LORA_DIR]
 vrsjax convert vrsjax-to-hf SRC_DIR OUT_DIR [--layout v5|legacy] [--dtype bfloat16] [--max-shard-gb 5]
 vrsjax demo [--out DIR]
+vrsjax train-grpo config=configs/veason_r1_3b.yaml [dotted.key=value ...]
 vrsjax data synth --out DIR [--videos N] [--seed S] | data inspect DIR | data build DIR --out RECORDS
 vrsjax data subset META OUT --size N
 vrsjax plan config=RECIPE [key=value ...] [--devices 8] [--device h100|h200|v5p|v6e] [--model 3b|7b|DIR]
@@ -33,6 +34,13 @@ def _demo(args: argparse.Namespace) -> int:
     from vrsjax import demo
 
     demo.run(args.out)
+    return 0
+
+
+def _train_grpo(args: argparse.Namespace) -> int:
+    from vrsjax.rl import run
+
+    run.main(args.overrides)
     return 0
 
 
@@ -87,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="tiny checkpoint -> convert -> run the policy on a synthetic video")
     demo.add_argument("--out", default="demo_out", help="working directory (recreated)")
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser("train-grpo", help="GRPO training from a recipe: config=configs/x.yaml key=value ...")
+    train.add_argument("overrides", nargs="*", help="config=PATH and dotted overrides, e.g. worker.rollout.n=8")
+    train.set_defaults(func=_train_grpo)
 
     data = sub.add_parser("data", help="synthetic data, dataset statistics, ArrayRecord builds")
     data_sub = data.add_subparsers(dest="data_command", required=True)
