@@ -53,17 +53,20 @@ def _data(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from vrsjax.parallel import plan
 
-    text, result = plan.run(
-        args.overrides,
-        devices=args.devices,
-        device=args.device,
-        model=args.model,
-        attention=args.attention,
-        vision_tokens=args.vision_tokens,
-        sam2=args.sam2,
-        headroom=args.headroom,
-        as_json=args.json,
-    )
+    try:
+        text, result = plan.run(
+            args.overrides,
+            devices=args.devices,
+            device=args.device,
+            model=args.model,
+            attention=args.attention,
+            vision_tokens=args.vision_tokens,
+            sam2=args.sam2,
+            headroom=args.headroom,
+            as_json=args.json,
+        )
+    except (ValueError, FileNotFoundError) as err:  # bad config, mesh or model: one line, no traceback
+        raise SystemExit(f"vrsjax plan: {err}") from err
     print(text)
     return 0 if result.fits else 2
 

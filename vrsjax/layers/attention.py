@@ -1,24 +1,81 @@
 """Scaled dot-product attention: one reference einsum path and a backend switch.
 
 `reference` computes scores and softmax in float32 and supports grouped-query attention by reshaping the
-query heads into groups. `xla` and `cudnn` call `jax.nn.dot_product_attention`. Masked scores use the dtype's
-minimum rather than -inf so a fully masked row (left padding) gives a finite uniform average, never NaN.
+query heads into groups. `xla` and `cudnn` call `jax.nn.dot_product_attention`; `splash` runs the Pallas TPU splash
+kernel (`vrsjax.layers.splash`, interpreted off TPU); `auto` picks per platform when the function is traced:
+cuDNN flash attention on an NVIDIA GPU for bf16/fp16 shapes it supports, splash on TPU when Pallas imports, XLA
+elsewhere. Nothing GPU- or TPU-specific is imported before a backend is used. Masked scores use a large negative
+number rather than -inf, so a fully masked row (left padding) gives a finite uniform average, never NaN, in every
+backend.
 """
 
 from __future__ import annotations
 
+import importlib
+
 import jax
 import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("reference", "xla", "cudnn", "splash", "auto")
 
 
 def attention(
     q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, scale: float, implementation: str = "reference"
 ) -> jax.Array:
     """q: float[B, T, N, D], k, v: float[B, S, K, D] (N % K == 0), mask: bool[B, T, S] -> float[B, T, N, D]."""
+    if implementation == "auto":
+        implementation = resolve_implementation(q.dtype, q.shape[-1], q.shape[1], k.shape[1])
     if implementation == "reference":
         return _reference(q, k, v, mask, scale)
+    if implementation == "splash":
+        from vrsjax.layers.splash import splash_attention
+
+        return splash_attention(q, k, v, mask, scale=scale)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation {implementation!r}: expected one of {IMPLEMENTATIONS}")
     bias_mask = None if mask is None else mask[:, None]
     return jax.nn.dot_product_attention(q, k, v, mask=bias_mask, scale=scale, implementation=implementation)
+
+
+def resolve_implementation(
+    dtype, head_dim: int, q_len: int, kv_len: int, platform: str | None = None, platform_version: str | None = None
+) -> str:
+    """The backend `auto` means for these shapes on `platform` (default: JAX's default backend).
+
+    cuDNN flash attention needs an NVIDIA GPU, bf16/fp16, a head dim that is a multiple of 8 and <= 128, and even
+    lengths (its training kernels with a mask); splash needs TPU, the Pallas TPU kernels, a 128-multiple head dim
+    (the TPU lane width; the 80-wide vision heads stay on XLA) and, on several chips, a context mesh
+    (`jax.set_mesh(mesh)`) to run per shard; everything else runs XLA's fused attention.
+    """
+    platform = platform or jax.default_backend()
+    if platform == "gpu":
+        version = platform_version if platform_version is not None else _platform_version()
+        half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+        shapes_ok = head_dim % 8 == 0 and head_dim <= 128 and q_len % 2 == 0 and kv_len % 2 == 0
+        if "cuda" in version.lower() and half and shapes_ok:
+            return "cudnn"
+    if platform == "tpu" and head_dim % 128 == 0 and _splash_can_shard() and splash_available():
+        return "splash"
+    return "xla"
+
+
+def splash_available() -> bool:
+    """Whether this JAX ships the Pallas TPU splash-attention kernel (imported only when asked, i.e. on TPU)."""
+    try:
+        importlib.import_module("jax.experimental.pallas.ops.tpu.splash_attention.splash_attention_kernel")
+    except ImportError:
+        return False
+    return True
+
+
+def _splash_can_shard() -> bool:
+    """A Pallas kernel runs per shard only under a context mesh (`jax.set_mesh`); without one, only on one chip."""
+    return jax.device_count() == 1 or not jax.sharding.get_abstract_mesh().empty
+
+
+def _platform_version() -> str:
+    # "PJRT C API\ncuda 12090" on NVIDIA, "rocm ..." on AMD: only the former has cuDNN.
+    return str(getattr(jax.devices()[0].client, "platform_version", ""))
 
 
 def _reference(q, k, v, mask, scale):

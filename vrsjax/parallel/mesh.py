@@ -1,13 +1,15 @@
 """Build the device mesh: axes `data`, `fsdp`, `tensor`, described as data (`-1` = the remaining devices).
 
 `make_mesh(fsdp=-1)` on 8 devices gives data=1, fsdp=8, tensor=1. Multi-host runs call
-`initialize_distributed()` first (a no-op for a single process) and get a mesh over every process's devices.
+`initialize_distributed()` first (a no-op for a single process; see `vrsjax.parallel.distributed`) and get a mesh
+over every process's devices. Devices are laid out with `tensor` innermost, so with JAX's process-major device order
+a tensor-parallel group stays within one host (NVLink / ICI neighbours) and `data` varies slowest; on TPU the grid
+comes from `mesh_utils.create_device_mesh`, which follows the physical torus.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import numpy as np
@@ -41,11 +43,26 @@ def resolve_axes(sizes: dict[str, int], num_devices: int) -> dict[str, int]:
 def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices=None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
     sizes = resolve_axes({"data": data, "fsdp": fsdp, "tensor": tensor}, len(devices))
-    grid = np.asarray(devices).reshape(tuple(sizes[a] for a in AXES))
-    return Mesh(grid, AXES)
+    shape = tuple(sizes[a] for a in AXES)
+    return Mesh(_device_grid(devices, shape), AXES)
 
 
-def initialize_distributed() -> None:
-    """Join a multi-process run when the launcher set JAX's coordinator variables; otherwise do nothing."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("COORDINATOR_ADDRESS"):
-        jax.distributed.initialize()
+def _device_grid(devices: list, shape: tuple[int, ...]) -> np.ndarray:
+    """Devices arranged as `shape`; on TPU in the physical torus order when JAX knows the topology (one slice)."""
+    if devices[0].platform == "tpu":
+        from jax.experimental import mesh_utils
+
+        try:
+            return mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+        except (ValueError, NotImplementedError, AssertionError):  # e.g. several slices: plain order is still correct
+            pass
+    return np.asarray(devices).reshape(shape)
+
+
+def initialize_distributed(config=None):
+    """Join a multi-process run from `config` (a `DistributedConfig` or mapping) or the environment: explicit
+    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, SLURM, Open MPI or a Cloud TPU pod slice.
+    A no-op for a single process. Returns the resolved `Launch`."""
+    from vrsjax.parallel.distributed import initialize
+
+    return initialize(config)

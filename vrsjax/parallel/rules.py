@@ -59,11 +59,13 @@ def param_shardings(state: nnx.State, mesh: Mesh, rules: dict = RULES):
 
 def shard_model(model: nnx.Module, mesh: Mesh, rules: dict = RULES) -> nnx.Module:
     """Place every parameter of `model` on `mesh` by its logical names (in place) and return the model."""
+    from vrsjax.parallel.data import put_global  # placement without device_put's cross-host all-gather
+
     state = nnx.state(model)
     shardings = param_shardings(state, mesh, rules)
     values = jax.tree.map(lambda v: v.get_value(), state, is_leaf=lambda x: isinstance(x, nnx.Variable))
     shardings_leaves = jax.tree.map(lambda s: s, shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
-    placed = jax.device_put(values, shardings_leaves)
+    placed = jax.tree.map(put_global, values, shardings_leaves)
     nnx.update(model, placed)
     return model
 

@@ -14,7 +14,7 @@ from typing import Any
 
 MODEL_TYPES = ("qwen2_5_vl",)
 DTYPES = ("float32", "bfloat16", "float16")
-ATTENTION_IMPLEMENTATIONS = ("reference", "xla", "cudnn")
+ATTENTION_IMPLEMENTATIONS = ("reference", "xla", "cudnn", "splash", "auto")  # vrsjax.layers.attention
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,8 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from vrsjax.parallel.data import put_global
+
 
 class T(enum.Enum):
     NONE = "none"
@@ -178,7 +180,7 @@ def load_hf_params(
             continue
         value = value.astype(dtype, copy=False)
         if on_device:
-            value = jax.device_put(value, sharding_of.get(path)) if sharding_of else jnp.asarray(value)
+            value = put_global(value, sharding_of.get(path)) if sharding_of else jnp.asarray(value)
         loaded[path] = value
     missing = sorted(set(expected) - set(loaded))
     if lora is not None:

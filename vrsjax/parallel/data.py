@@ -1,0 +1,65 @@
+"""Per-process data: which rows of a global batch each process feeds, and host arrays -> global jax.Arrays.
+
+A batch is sharded on its leading dimension over the mesh axes the `batch` rule names (`data`, `fsdp`), so in a
+multi-process run each process owns the rows of its own devices. `process_rows` says which (the data loader reads
+only those), `host_local_to_global` turns each process's rows into one global array
+(`jax.make_array_from_process_local_data`), and `put_global` places a value every process holds in full (a weight
+read from a checkpoint) reading only the local shards, without the cross-process equality check `device_put` runs
+(an all-gather of the whole tensor onto every host). With one process all three reduce to plain placement.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+
+from vrsjax.parallel.rules import RULES, spec
+
+
+def batch_sharding(mesh: Mesh, global_batch: int, ndim: int = 1, rules: dict = RULES) -> NamedSharding:
+    """Rows over the `batch` mesh axes, other dims replicated; raises when the rows do not split evenly."""
+    axes = [a for a in rules["batch"] if mesh.shape.get(a, 1) > 1]
+    ways = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    if global_batch % ways:
+        shown = " x ".join(f"{a}={mesh.shape[a]}" for a in axes)
+        raise ValueError(
+            f"global batch of {global_batch} rows does not split over the {ways} batch shards ({shown}); "
+            f"make the batch a multiple of {ways} or change mesh.data / mesh.fsdp"
+        )
+    return NamedSharding(mesh, spec(("batch",) + ("length",) * (ndim - 1), (global_batch,) + (1,) * (ndim - 1), mesh))
+
+
+def process_rows(global_batch: int, mesh: Mesh, process_index: int | None = None) -> np.ndarray:
+    """int64[rows]: the sorted rows of a `global_batch` batch that `process_index`'s devices hold (default: this
+    process). Contiguous for meshes from `make_mesh`; processes that differ only along `tensor` share rows."""
+    process_index = jax.process_index() if process_index is None else process_index
+    sharding = batch_sharding(mesh, global_batch)
+    rows: set[int] = set()
+    for device, index in sharding.devices_indices_map((global_batch,)).items():
+        if device.process_index == process_index:
+            rows.update(range(global_batch)[index[0]])
+    return np.array(sorted(rows), np.int64)
+
+
+def host_local_to_global(local, mesh: Mesh, global_batch: int):
+    """A pytree of this process's rows (numpy, leading dim = len(process_rows(global_batch, mesh))) -> the same
+    pytree of global jax.Arrays [global_batch, ...] sharded over the batch axes."""
+
+    def one(x):
+        x = np.asarray(x)
+        sharding = batch_sharding(mesh, global_batch, x.ndim)
+        return jax.make_array_from_process_local_data(sharding, x, (global_batch, *x.shape[1:]))
+
+    return jax.tree.map(one, local)
+
+
+def put_global(value, sharding: NamedSharding | None) -> jax.Array:
+    """A host value held in full by every process -> a jax.Array with `sharding`, each process copying only its
+    addressable shards. None places it on the default device."""
+    if sharding is None:
+        return jax.device_put(value)
+    if sharding.is_fully_addressable or (isinstance(value, jax.Array) and not value.is_fully_addressable):
+        return jax.device_put(value, sharding)  # local placement, or a reshard of an already global array
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
