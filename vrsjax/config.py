@@ -313,6 +313,11 @@ class RewardConfig(_Section):
     _PREFIX: ClassVar[str] = "worker.reward."
     compute_score: str = "video_match_keyframe_sft_sam_mod"  # a name in vrsjax.rewards (EasyR1's default: math)
     reward_function_kwargs: dict[str, Any] = field(default_factory=dict)  # EasyR1 HEAD key: constants
+    # vrsjax: SAM2 for the consistency term; null = no SAM2 (the term is 0, as Veason's no-SAM2 ablation)
+    sam2_config: str | None = None  # hiera_t|hiera_s|hiera_b+|hiera_l or a sam2 config path
+    sam2_checkpoint: str | None = None  # official .pt; null = random weights (tests, demos)
+    sam2_device: str = "auto"  # cpu|cuda|auto
+    sam2_image_size: int | None = None  # override the model's input size (small for CPU demos)
 
     def _check(self) -> Iterator[tuple[str, str]]:
         if not self.compute_score:

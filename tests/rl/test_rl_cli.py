@@ -23,6 +23,9 @@ def test_train_grpo_from_the_demo_recipe(tmp_path, capsys):
                 f"trainer.save_checkpoint_path={run}",
                 "trainer.max_steps=1",
                 "data.max_response_length=8",
+                "worker.reward.sam2_config=hiera_t",
+                "worker.reward.sam2_image_size=256",
+                "worker.reward.sam2_device=cpu",
             ]
         )
         == 0
@@ -30,5 +33,6 @@ def test_train_grpo_from_the_demo_recipe(tmp_path, capsys):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and "reward/format_mean" in json.loads(lines[0])
     assert (run / "curves.png").exists() and (run / "checkpoints").is_dir()
-    assert "without the SAM2 consistency term" in capsys.readouterr().out
+    assert "with SAM2 hiera_t (random weights)" in capsys.readouterr().out
+    assert "reward/consistency_mean" in json.loads(lines[0])
     qwen2_5_vl.from_pretrained(run / "hf")  # the exported policy loads back

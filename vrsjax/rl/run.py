@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from vrsjax.config import Config, load_config
-from vrsjax.rl.trainer import GRPOSample, GRPOTrainer
+from vrsjax.rl.trainer import GRPOSample, GRPOTrainer, sam2_propagate_for, veason_reward
 
 
 class VeasonSamples(Sequence):
@@ -55,7 +55,21 @@ def build(cfg: Config, out_dir: str | Path | None = None) -> GRPOTrainer:
     processor = Processor.from_pretrained(model_cfg.tokenizer_path or model_cfg.model_path)
     dataset = open_dataset(None, cfg.data.train_files, "train", skip_bad_samples=cfg.data.skip_bad_samples)
     samples = VeasonSamples(dataset, cfg.data.sampled_frames, cfg.data.keyframe_resize, cfg.data.seed)
-    return GRPOTrainer(cfg, model, processor, samples, out_dir=out_dir, mesh=mesh)
+    reward = cfg.worker.reward
+    propagate_for = None
+    if reward.sam2_config:
+        from vrsjax.services.sam2 import SAM2Service
+
+        sam = SAM2Service(
+            reward.sam2_config,
+            checkpoint=reward.sam2_checkpoint,
+            device=reward.sam2_device,
+            image_size=reward.sam2_image_size,
+        )
+        propagate_for = sam2_propagate_for(sam)
+    return GRPOTrainer(
+        cfg, model, processor, samples, out_dir=out_dir, mesh=mesh, reward_fn=veason_reward(propagate_for)
+    )
 
 
 def main(overrides: list[str]) -> Path:
@@ -64,7 +78,11 @@ def main(overrides: list[str]) -> Path:
 
     cfg = load_config(None, overrides)
     trainer = build(cfg)
-    print("GRPO: Veason-R1 reward without the SAM2 consistency term (no SAM2 service configured)")
+    if cfg.worker.reward.sam2_config:
+        weights = "random weights" if cfg.worker.reward.sam2_checkpoint is None else cfg.worker.reward.sam2_checkpoint
+        print(f"GRPO: Veason-R1 reward with SAM2 {cfg.worker.reward.sam2_config} ({weights}) for the consistency term")
+    else:
+        print("GRPO: Veason-R1 reward without the SAM2 consistency term (worker.reward.sam2_config is null)")
     history = trainer.train(resume=cfg.trainer.load_checkpoint_path is not None)
     trainer.save()
     out = trainer.policy()

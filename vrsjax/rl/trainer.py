@@ -79,6 +79,22 @@ def veason_reward(propagate_for: Callable[[GRPOSample], Callable] | None = None,
     return score
 
 
+def sam2_propagate_for(service, cache_size: int = 64) -> Callable[[GRPOSample], Callable]:
+    """Per sample, a `propagate(keyframe_position, boxes)` over the sample's frames with SAM2. The frames are
+    encoded once per sample and reused by all n responses of its group (`SAM2Service.prepare`)."""
+    prepared: dict[str, Any] = {}
+
+    def for_sample(sample: GRPOSample) -> Callable:
+        if sample.sample_id not in prepared:
+            if len(prepared) >= cache_size:
+                prepared.pop(next(iter(prepared)))
+            prepared[sample.sample_id] = service.prepare(sample.frames)
+        video = prepared[sample.sample_id]
+        return lambda keyframe, boxes: service.propagate(video, keyframe, boxes=np.asarray(boxes, np.float32))
+
+    return for_sample
+
+
 class NonFiniteError(RuntimeError):
     pass
 
