@@ -318,8 +318,12 @@ class RewardConfig(_Section):
     sam2_checkpoint: str | None = None  # official .pt; null = random weights (tests, demos)
     sam2_device: str = "auto"  # cpu|cuda|auto
     sam2_image_size: int | None = None  # override the model's input size (small for CPU demos)
+    propagator: str = "sam2"  # sam2: SAM2 video propagation; xmem: SAM2 keyframe masks, then XMem both ways
+    xmem_checkpoint: str | None = None  # official XMem.pth; null = random weights (tests, demos)
 
     def _check(self) -> Iterator[tuple[str, str]]:
+        if self.propagator not in ("sam2", "xmem"):
+            yield "propagator", f"must be sam2 or xmem, got {self.propagator!r}"
         if not self.compute_score:
             yield "compute_score", "must name a reward function, e.g. video_match_keyframe_sft_sam_mod"
 

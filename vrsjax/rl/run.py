@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from vrsjax.config import Config, load_config
-from vrsjax.rl.trainer import GRPOSample, GRPOTrainer, sam2_propagate_for, veason_reward
+from vrsjax.rl.trainer import GRPOSample, GRPOTrainer, sam2_propagate_for, veason_reward, xmem_propagate_for
 
 
 class VeasonSamples(Sequence):
@@ -67,6 +67,16 @@ def build(cfg: Config, out_dir: str | Path | None = None) -> GRPOTrainer:
             image_size=reward.sam2_image_size,
         )
         propagate_for = sam2_propagate_for(sam)
+        if reward.propagator == "xmem":  # VideoSeg-R1: SAM2 on the keyframe, XMem both ways
+            from vrsjax.services.xmem import XMem, masks_from_probs
+
+            device = "cpu" if reward.sam2_device == "cpu" else "auto"
+            xmem = (
+                XMem.from_checkpoint(reward.xmem_checkpoint, device=device)
+                if reward.xmem_checkpoint
+                else XMem.random(0)
+            )
+            propagate_for = xmem_propagate_for(sam, xmem, masks_from_probs)
     return GRPOTrainer(
         cfg, model, processor, samples, out_dir=out_dir, mesh=mesh, reward_fn=veason_reward(propagate_for)
     )
@@ -80,7 +90,10 @@ def main(overrides: list[str]) -> Path:
     trainer = build(cfg)
     if cfg.worker.reward.sam2_config:
         weights = "random weights" if cfg.worker.reward.sam2_checkpoint is None else cfg.worker.reward.sam2_checkpoint
-        print(f"GRPO: Veason-R1 reward with SAM2 {cfg.worker.reward.sam2_config} ({weights}) for the consistency term")
+        print(
+            f"GRPO: Veason-R1 reward with SAM2 {cfg.worker.reward.sam2_config} ({weights}) for the consistency term"
+            f", propagated with {cfg.worker.reward.propagator}"
+        )
     else:
         print("GRPO: Veason-R1 reward without the SAM2 consistency term (worker.reward.sam2_config is null)")
     history = trainer.train(resume=cfg.trainer.load_checkpoint_path is not None)

@@ -95,6 +95,23 @@ def sam2_propagate_for(service, cache_size: int = 64) -> Callable[[GRPOSample], 
     return for_sample
 
 
+def xmem_propagate_for(sam, xmem, masks_from_probs) -> Callable[[GRPOSample], Callable]:
+    """VideoSeg-R1's propagation: SAM2 segments the keyframe from the boxes (one mask per box), XMem carries the
+    masks forward and backward through the sample's frames; objects OR-ed -> bool[T, H, W]. (`masks_from_probs`
+    comes from `vrsjax.services.xmem`, passed in so this module never imports torch.)"""
+
+    def for_sample(sample: GRPOSample) -> Callable:
+        def propagate(keyframe: int, boxes) -> np.ndarray:
+            frames = np.asarray(sample.frames)
+            masks = sam.segment_image(frames[keyframe], boxes=np.asarray(boxes, np.float32), per_object=True)
+            probs = xmem.propagate(frames, masks.reshape(-1, *frames.shape[1:3]), keyframe)
+            return masks_from_probs(probs, union=True)
+
+        return propagate
+
+    return for_sample
+
+
 class NonFiniteError(RuntimeError):
     pass
 
