@@ -15,6 +15,7 @@ import numpy as np
 
 from vrsjax.models.qwen2_5_vl.inputs import ModelInputs, prepare_inputs
 from vrsjax.models.qwen2_5_vl.vision import bucket, vision_layout
+from vrsjax.processing.processor import MODEL_KEYS
 
 
 @dataclasses.dataclass
@@ -32,7 +33,7 @@ class PromptData:
 
 def prompt_data(config, batch: dict) -> PromptData:
     """A processor batch holding ONE prompt -> PromptData (padding removed)."""
-    inputs = prepare_inputs(config, **{k: v for k, v in batch.items() if k in _MODEL_KEYS})
+    inputs = prepare_inputs(config, **{k: v for k, v in batch.items() if k in MODEL_KEYS})
     keep = inputs.attention_mask[0] > 0
     grids = [
         np.asarray(batch[k]).reshape(-1, 3) for k in ("image_grid_thw", "video_grid_thw") if batch.get(k) is not None
@@ -85,14 +86,3 @@ def sequence_inputs(
         inputs.patches = np.pad(flat, ((0, layout.pos_hw.shape[0] - flat.shape[0]), (0, 0)))
         inputs.layout = layout
     return inputs
-
-
-_MODEL_KEYS = (
-    "input_ids",
-    "attention_mask",
-    "pixel_values",
-    "image_grid_thw",
-    "pixel_values_videos",
-    "video_grid_thw",
-    "second_per_grid_ts",
-)

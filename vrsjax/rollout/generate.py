@@ -22,6 +22,7 @@ from vrsjax.layers.attention import shared_prefix_attention
 from vrsjax.models.qwen2_5_vl.inputs import ModelInputs, prepare_inputs
 from vrsjax.models.qwen2_5_vl.vision import bucket
 from vrsjax.parallel.rules import spec
+from vrsjax.processing.processor import MODEL_KEYS
 from vrsjax.rollout.sampling import sample
 
 QWEN_STOP_TOKENS = (151645, 151643)  # <|im_end|>, <|endoftext|>
@@ -59,7 +60,7 @@ def generate(
     """`n` responses for each prompt of `batch` (HF processor keys, left-padded). Reproducible by `seed`."""
     stop = tuple(QWEN_STOP_TOKENS if stop_token_ids is None else stop_token_ids)
     pad = (stop[-1] if stop else 0) if pad_token_id is None else pad_token_id
-    inputs = prepare_inputs(model.config, **{k: v for k, v in batch.items() if k in _MODEL_KEYS})
+    inputs = prepare_inputs(model.config, **{k: v for k, v in batch.items() if k in MODEL_KEYS})
     next_pos = _validate(model.config, inputs, n, max_new_tokens, min_new_tokens, temperature, top_p, top_k)
     inputs, next_pos = _pad_prompt(inputs, next_pos)
     if mesh is not None:
@@ -89,17 +90,6 @@ def generate(
             processor.decode(t[m > 0].tolist(), skip_special_tokens=True) for t, m in zip(tokens, mask, strict=True)
         ]
     return result
-
-
-_MODEL_KEYS = (
-    "input_ids",
-    "attention_mask",
-    "pixel_values",
-    "image_grid_thw",
-    "pixel_values_videos",
-    "video_grid_thw",
-    "second_per_grid_ts",
-)
 
 
 def _validate(config, inputs: ModelInputs, n, max_new_tokens, min_new_tokens, temperature, top_p, top_k):
