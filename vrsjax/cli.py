@@ -6,6 +6,7 @@ vrsjax demo [--out DIR]
 vrsjax train-grpo config=configs/veason_r1_3b.yaml [dotted.key=value ...]
 vrsjax data synth --out DIR [--videos N] [--seed S] | data inspect DIR | data build DIR --out RECORDS
 vrsjax data subset META OUT --size N
+vrsjax eval --dataset revos|mevis|reasonvos|refytvos|davis17|image --data DIR --pred DIR [--split S] [--out R.json]
 vrsjax plan config=RECIPE [key=value ...] [--devices 8] [--device h100|h200|v5p|v6e] [--model 3b|7b|DIR]
 """
 
@@ -69,6 +70,17 @@ def _plan(args: argparse.Namespace) -> int:
         raise SystemExit(f"vrsjax plan: {err}") from err
     print(text)
     return 0 if result.fits else 2
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vrsjax.eval import evaluate, layout
+
+    options = dict(r_convention=args.r_convention, iou_convention=args.iou_convention, workers=args.workers)
+    try:
+        evaluate.run(args.dataset, args.data, args.pred, args.out, args.split, **options)
+    except (ValueError, FileNotFoundError, layout.BadPrediction) as err:  # bad input: one line naming the file
+        raise SystemExit(f"vrsjax eval: {err}") from err
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--headroom", type=float, default=0.9, help="usable fraction of device memory")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(func=_plan)
+
+    ev = sub.add_parser("eval", help="score predicted PNG masks on a benchmark split: J, F, J&F, R or gIoU/cIoU")
+    ev.add_argument("--dataset", required=True, choices=["revos", "mevis", "reasonvos", "refytvos", "davis17", "image"])
+    ev.add_argument("--data", required=True, help="dataset root (for --dataset image: the .json/.jsonl file)")
+    ev.add_argument("--split", default=None, help="default: revos valid, mevis valid_u, else the reader's")
+    ev.add_argument("--pred", required=True, help="predictions: PRED/<video>/<exp_id>/<frame>.png")
+    ev.add_argument("--out", default=None, help="JSON report to write")
+    ev.add_argument("--r-convention", default="visa", choices=["visa", "binary"], help="ReVOS R and A arithmetic")
+    ev.add_argument("--iou-convention", default="lisa", choices=["lisa", "seg_zero"], help="image gIoU/cIoU")
+    ev.add_argument("--workers", type=int, default=None, help="threads scoring expressions (default: min(8, CPUs))")
+    ev.set_defaults(func=_eval)
     return parser
 
 
