@@ -7,6 +7,8 @@ vrsjax train-grpo config=configs/veason_r1_3b.yaml [dotted.key=value ...]
 vrsjax data synth --out DIR [--videos N] [--seed S] | data inspect DIR | data build DIR --out RECORDS
 vrsjax data subset META OUT --size N
 vrsjax eval --dataset revos|mevis|reasonvos|refytvos|davis17|image --data DIR --pred DIR [--split S] [--out R.json]
+vrsjax infer --checkpoint DIR --video FILE|DIR --query "..." --out DIR [--pipeline veason|videoseg] [--sam2-...]
+vrsjax predict --dataset revos --data DIR --split valid --checkpoint DIR --out DIR [--limit N] [--batch-size B]
 vrsjax plan config=RECIPE [key=value ...] [--devices 8] [--device h100|h200|v5p|v6e] [--model 3b|7b|DIR]
 """
 
@@ -175,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--iou-convention", default="lisa", choices=["lisa", "seg_zero"], help="image gIoU/cIoU")
     ev.add_argument("--workers", type=int, default=None, help="threads scoring expressions (default: min(8, CPUs))")
     ev.set_defaults(func=_eval)
+
+    from vrsjax.inference.commands import add_parsers  # `infer` and `predict` share their options
+
+    add_parsers(sub)
     return parser
 
 
