@@ -6,6 +6,8 @@ vrsjax demo [--out DIR]
 vrsjax train-grpo config=configs/veason_r1_3b.yaml [dotted.key=value ...]
 vrsjax data synth --out DIR [--videos N] [--seed S] | data inspect DIR | data build DIR --out RECORDS
 vrsjax data subset META OUT --size N
+vrsjax data cot|difficulty --dataset DIR --out FILE --endpoint URL --model NAME   (teacher-model data)
+vrsjax serve --checkpoint DIR [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-request-mb 32]
 vrsjax eval --dataset revos|mevis|reasonvos|refytvos|davis17|image --data DIR --pred DIR [--split S] [--out R.json]
 vrsjax infer --checkpoint DIR --video FILE|DIR --query "..." --out DIR [--pipeline veason|videoseg] [--sam2-...]
 vrsjax predict --dataset revos --data DIR --split valid --checkpoint DIR --out DIR [--limit N] [--batch-size B]
@@ -72,6 +74,21 @@ def _plan(args: argparse.Namespace) -> int:
         raise SystemExit(f"vrsjax plan: {err}") from err
     print(text)
     return 0 if result.fits else 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from vrsjax.serve import serve
+
+    return serve(
+        args.checkpoint,
+        args.port,
+        args.host,
+        max_batch=args.max_batch,
+        max_request_mb=args.max_request_mb,
+        batch_window_ms=args.batch_window_ms,
+        model_name=args.model_name,
+        dtype=args.dtype,
+    )
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -153,7 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     subset.add_argument("out", help="e.g. data/ReVOS/meta_expressions_train_select.json")
     subset.add_argument("--size", type=int, required=True, help="expressions to keep")
     subset.add_argument("--seed", type=int, default=0)
+    from vrsjax.teacher.commands import add_cot_arguments, add_difficulty_arguments
+
+    add_cot_arguments(data_sub.add_parser("cot", help="Veason-R1 CoT SFT data written by a teacher VLM (ShareGPT)"))
+    add_difficulty_arguments(data_sub.add_parser("difficulty", help="VideoSeg-R1 difficulty ratings by a teacher"))
     data.set_defaults(func=_data)
+
+    srv = sub.add_parser("serve", help="OpenAI-compatible /v1/chat/completions server over a checkpoint")
+    srv.add_argument("--checkpoint", required=True, help="HF-format Qwen2.5-VL directory (with tokenizer)")
+    srv.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    srv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    srv.add_argument("--max-batch", type=int, default=8, help="requests per generate call")
+    srv.add_argument("--max-request-mb", type=float, default=32.0, help="larger bodies get 413")
+    srv.add_argument("--batch-window-ms", type=float, default=5.0, help="wait for more requests before a batch")
+    srv.add_argument("--model-name", default=None, help="the model id clients send (default: the folder name)")
+    srv.add_argument("--dtype", default="float32", help="float32|bfloat16")
+    srv.set_defaults(func=_serve)
 
     plan = sub.add_parser("plan", help="memory per device of a GRPO recipe on a mesh; says whether it fits")
     plan.add_argument("overrides", nargs="*", help="config=PATH and dotted overrides, e.g. mesh.tensor=2")

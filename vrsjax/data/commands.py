@@ -1,4 +1,5 @@
-"""What `vrsjax data synth | inspect | build | subset` run (vrsjax/cli.py parses the arguments and calls `run`)."""
+"""What `vrsjax data synth | inspect | build | subset | cot | difficulty` run (vrsjax/cli.py parses the arguments
+and calls `run`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import json
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"synth": synth, "inspect": inspect, "build": build, "subset": subset}[args.data_command](args)
+    commands = {
+        "synth": synth,
+        "inspect": inspect,
+        "build": build,
+        "subset": subset,
+        "cot": cot,
+        "difficulty": difficulty,
+    }
+    return commands[args.data_command](args)
 
 
 def synth(args: argparse.Namespace) -> int:
@@ -59,4 +68,18 @@ def subset(args: argparse.Namespace) -> int:
 
     out = write_subset(args.meta, args.out, args.size, args.seed)
     print(f"wrote {args.size} stratified expressions to {out}")
+    return 0
+
+
+def cot(args: argparse.Namespace) -> int:
+    from vrsjax.teacher.commands import run_cot
+
+    run_cot(args)
+    return 0
+
+
+def difficulty(args: argparse.Namespace) -> int:
+    from vrsjax.teacher.commands import run_difficulty
+
+    run_difficulty(args)
     return 0
