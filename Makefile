@@ -30,8 +30,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format vrsjax converters tests benchmarks
 	$(VENV)/bin/ruff check --fix vrsjax converters tests benchmarks
 
+# every benchmark side by side, regenerating BENCHMARKS.md; e.g. make bench BENCH_ARGS="--quick --only metrics"
 bench: $(STAMP)
-	$(PY) benchmarks/model_forward.py
+	$(VENV)/bin/vrsjax bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

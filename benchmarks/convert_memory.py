@@ -41,17 +41,18 @@ def convert(direction: str, src: Path, dst: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main() -> None:
+def measure(layer_counts: tuple[int, ...] = (2, 8), vocab: int = 151936) -> str:
+    """Write the checkpoints, convert each both ways in fresh processes; -> the section body."""
     from vrsjax.testing import write_tiny_checkpoint
 
     rows = []
-    for layers in (2, 8):
+    for layers in layer_counts:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             hf = write_tiny_checkpoint(
                 tmp / "hf",
                 hidden_size=2048,
-                vocab_size=151936,
+                vocab_size=vocab,
                 vision_hidden=1280,
                 text_layers=layers,
                 vision_depth=2,
@@ -65,12 +66,11 @@ def main() -> None:
                     f"| {direction} | {layers} | {ckpt / 2**30:.2f} | {extra / 2**30:.2f} | {extra / ckpt:.2f}x |"
                 )
                 print(rows[-1])
-    write_section(
-        "Conversion memory",
-        f"""
+    return f"""
 `python benchmarks/convert_memory.py` — {machine()}. Float32 checkpoints at Qwen2.5-VL-3B widths (hidden 2048,
-vocab 151936 untied, vision 1280, 2 vision blocks) with 2 and 8 text layers, converted in a fresh process; memory is
-the process's peak resident set minus its resident set after imports (the JAX/orbax runtime is not counted).
+vocab {vocab} untied, vision 1280, 2 vision blocks) with {" and ".join(map(str, layer_counts))} text layers, converted
+in a fresh process; memory is the process's peak resident set minus its resident set after imports (the JAX/orbax
+runtime is not counted); one conversion each (memory peaks do not vary with load, so no repeats).
 Goal: <= 1.5x the checkpoint size. Reading streams tensor by tensor without mmap into buffers JAX adopts without a
 copy, and orbax writes them uncompressed a bounded number of bytes at a time (with zstd compression, orbax alone
 took 1.6x). Export (vrsjax -> HF) streams safetensors tensor by tensor; its peak is orbax's restore of the
@@ -79,8 +79,18 @@ orbax checkpoint, which settles at 1.0x but peaks higher inside tensorstore's re
 | conversion | text layers | checkpoint (GiB) | peak extra memory (GiB) | ratio |
 | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
-""",
-    )
+"""
+
+
+def run(quick: bool = False) -> str:
+    """The suite's entry point (quick: 2 text layers, a 32000-token vocabulary); writes the section."""
+    body = measure((2,), 32000) if quick else measure()
+    write_section("Conversion memory", body)
+    return body
+
+
+def main() -> None:
+    write_section("Conversion memory", measure())
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from report import fmt, machine, spread_note, write_section  # noqa: E402
 
 from vrsjax.data import synthetic  # noqa: E402
 from vrsjax.data.pipeline import train_dataset  # noqa: E402
@@ -38,6 +38,7 @@ from vrsjax.data.records import build_records  # noqa: E402
 from vrsjax.data.revos import read_revos  # noqa: E402
 
 BATCH = 16  # Veason-R1's rollout batch: prompts per GRPO step
+TITLE = "Data pipeline"
 
 
 class ReferenceLoader:
@@ -100,25 +101,93 @@ class ReferenceLoader:
         return {"frames": np.stack(frames), "gt_masks": masks.squeeze(1).numpy(), "solution": json.dumps(boxes)}
 
 
-def time_reference(root: Path, samples: int) -> float:
+def time_reference(root: Path, samples: int) -> list[float]:
+    """Samples/s of each group of BATCH samples (the overall rate is their harmonic mean)."""
     loader = ReferenceLoader(root)
     order = np.random.default_rng(0).permutation(len(loader))[:samples]
     loader[int(order[0])]  # warm caches as the pipeline's first batch does
-    start = time.perf_counter()
-    for i in order:
-        loader[int(i)]
-    return samples / (time.perf_counter() - start)
+    rates = []
+    for chunk in np.array_split(order, max(1, samples // BATCH)):
+        start = time.perf_counter()
+        for i in chunk:
+            loader[int(i)]
+        rates.append(len(chunk) / (time.perf_counter() - start))
+    return rates
 
 
-def time_pipeline(records: Path, batches: int, workers: int) -> float:
+def time_pipeline(records: Path, batches: int, workers: int) -> list[float]:
+    """Samples/s of each batch after the first."""
     iterator = iter(train_dataset(records, batch_size=BATCH, seed=0, shard=(0, 1), num_workers=workers))
     next(iterator)  # worker start-up and first fill of the buffers are not throughput
-    start = time.perf_counter()
+    rates = []
     for _ in range(batches):
+        start = time.perf_counter()
         next(iterator)
-    rate = batches * BATCH / (time.perf_counter() - start)
+        rates.append(BATCH / (time.perf_counter() - start))
     iterator.close()  # stops the workers (grain 0.2.18 may wait up to 25 s for one); killing them can hang close
-    return rate
+    return rates
+
+
+def overall(rates: list[float]) -> float:
+    """Samples/s over the whole run from equal-sized chunks' rates (harmonic mean)."""
+    return len(rates) / sum(1 / r for r in rates)
+
+
+def measure(videos: int, samples: int, batches: int, workers: int) -> str:
+    """Build the data, time the reference loader and the pipeline; -> the section body."""
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        data = synthetic.write_dataset(
+            tmp / "revos", videos, seed=0, size=(640, 360), num_frames=(40, 80), sft=False, keep_arrays=False
+        )
+        train = read_revos(data.root, "train")
+        t1 = time.perf_counter()
+        build_records(train, tmp / "records")
+        t2 = time.perf_counter()
+        frames = sum(v.num_frames for v in data.videos.values())
+        print(
+            f"{videos} videos, {frames} frames, {len(train)} train expressions; "
+            f"synth {t1 - t0:.1f}s, records {t2 - t1:.1f}s"
+        )
+        reference = time_reference(data.root, samples)
+        print(f"reference (JSON + JPEG + RLE per sample): {fmt(reference, 2)} samples/s")
+        serial = time_pipeline(tmp / "records", batches, 0)
+        print(f"vrsjax pipeline, no workers: {fmt(serial, 2)} samples/s")
+        parallel = time_pipeline(tmp / "records", batches, workers)
+        print(f"vrsjax pipeline, {workers} workers: {fmt(parallel, 2)} samples/s")
+    ref, ser, par = overall(reference), overall(serial), overall(parallel)
+    return f"""
+`python benchmarks/data.py --write` — {machine()}, shared with other jobs. Synthetic ReVOS-layout set:
+{videos} videos of 40-80 frames at 640x360, 2-4 objects, {len(train)} train expressions ({frames} frames),
+records built in {t2 - t1:.1f} s. Veason-R1 training sampling (6 frames, 560x560 frames and masks, GT boxes).
+Reference: Veason-R1's loader restated, one process (every mask of the video decoded per sample);
+vrsjax: `vrsjax.data.pipeline.train_dataset` (ArrayRecord via TFDS, grain), batches of {BATCH}, after the first batch.
+Samples/s over the whole run, and per group of {BATCH} samples the {spread_note(len(reference))} for the reference
+and the {spread_note(batches)} (batches) for the pipeline.
+
+| loader | samples/s | per group of {BATCH}: median [spread] | vs reference |
+| --- | --- | --- | --- |
+| reference (JSON + JPEG + RLE per sample) | {ref:.1f} | {fmt(reference, 1)} | 1.0x |
+| vrsjax pipeline, no worker processes | {ser:.1f} | {fmt(serial, 1)} | {ser / ref:.1f}x |
+| vrsjax pipeline, {workers} worker processes | {par:.1f} | {fmt(parallel, 1)} | **{par / ref:.1f}x** |
+
+One GRPO step consumes {BATCH} prompts: the pipeline prepares them in {BATCH / par:.2f} s, while workers
+prefetch the next batches during the step; any step longer than that never waits (a Veason-R1 step — 128
+rollouts of up to 1024 tokens, SAM2 rewards, the update — takes tens of seconds on accelerators: a margin of
+{30 / (BATCH / par):.0f}x at 30 s). The gain without workers is algorithmic (areas precomputed at build time,
+only the sampled frames' masks decoded) plus grain's decode threads; on a 2-core machine shared with other
+jobs, those threads already use the cores, so worker processes add little there; they add throughput where
+there are cores to spare.
+"""
+
+
+def run(quick: bool = False) -> str:
+    """The suite's entry point (quick: 30 videos, 32 reference samples, 3 batches); writes the section."""
+    body = measure(30, 32, 3, 2) if quick else measure(300, 64, 12, 2)
+    write_section(TITLE, body)
+    return body
 
 
 def main() -> None:
@@ -129,51 +198,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        t0 = time.perf_counter()
-        data = synthetic.write_dataset(
-            tmp / "revos", args.videos, seed=0, size=(640, 360), num_frames=(40, 80), sft=False, keep_arrays=False
-        )
-        train = read_revos(data.root, "train")
-        t1 = time.perf_counter()
-        build_records(train, tmp / "records")
-        t2 = time.perf_counter()
-        frames = sum(v.num_frames for v in data.videos.values())
-        print(
-            f"{args.videos} videos, {frames} frames, {len(train)} train expressions; synth {t1 - t0:.1f}s, "
-            f"records {t2 - t1:.1f}s"
-        )
-        reference = time_reference(data.root, args.samples)
-        print(f"reference (JSON + JPEG + RLE per sample): {reference:.2f} samples/s")
-        serial = time_pipeline(tmp / "records", args.batches, 0)
-        print(f"vrsjax pipeline, no workers: {serial:.2f} samples/s")
-        parallel = time_pipeline(tmp / "records", args.batches, args.workers)
-        print(f"vrsjax pipeline, {args.workers} workers: {parallel:.2f} samples/s ({parallel / reference:.1f}x)")
+    body = measure(args.videos, args.samples, args.batches, args.workers)
+    print(body)
     if args.write:
-        body = f"""
-`python benchmarks/data.py --write` — {machine()}, shared with other jobs. Synthetic ReVOS-layout set:
-{args.videos} videos of 40-80 frames at 640x360, 2-4 objects, {len(train)} train expressions ({frames} frames),
-records built in {t2 - t1:.1f} s. Veason-R1 training sampling (6 frames, 560x560 frames and masks, GT boxes).
-Reference: Veason-R1's loader restated, one process (every mask of the video decoded per sample);
-vrsjax: `vrsjax.data.pipeline.train_dataset` (ArrayRecord via TFDS, grain), batches of {BATCH}, after the first batch.
-
-| loader | samples/s | vs reference |
-| --- | --- | --- |
-| reference (JSON + JPEG + RLE per sample) | {reference:.1f} | 1.0x |
-| vrsjax pipeline, no worker processes | {serial:.1f} | {serial / reference:.1f}x |
-| vrsjax pipeline, {args.workers} worker processes | {parallel:.1f} | **{parallel / reference:.1f}x** |
-
-One GRPO step consumes {BATCH} prompts: the pipeline prepares them in {BATCH / parallel:.2f} s, while workers
-prefetch the next batches during the step; any step longer than that never waits (a Veason-R1 step — 128
-rollouts of up to 1024 tokens, SAM2 rewards, the update — takes tens of seconds on accelerators: a margin of
-{30 / (BATCH / parallel):.0f}x at 30 s). The gain without workers is algorithmic (areas precomputed at build time,
-only the sampled frames' masks decoded) plus grain's decode threads; on this 2-core machine, shared with other
-jobs, those threads already use the cores, so worker processes add little here; they add throughput where
-there are cores to spare.
-"""
-        write_section("Data pipeline", body)
+        write_section(TITLE, body)
 
 
 if __name__ == "__main__":

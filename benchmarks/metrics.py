@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
+import report as report_lib
 import skimage
 from skimage.morphology import disk
 from tqdm import tqdm
@@ -28,7 +26,7 @@ from tqdm import tqdm
 from vrsjax.eval import metrics
 
 HEIGHT, WIDTH = 720, 1280
-BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+TITLE = "Metrics"
 
 
 # ----------------------------------------------------------------------------- masks
@@ -126,51 +124,53 @@ def timed(fn, *args) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     return time.perf_counter() - start, out
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = names[0].strip() if names else cpu
+def report(frames: int, repeats: int, ref_times: list[float], our_times: list[float], j, f) -> str:
+    """The section body: the setup, the machine, and a table of best / median [spread] per implementation."""
+    ref, ours, ref_median, our_median = min(ref_times), min(our_times), np.median(ref_times), np.median(our_times)
     versions = f"numpy {np.__version__}, opencv {cv2.__version__}, scikit-image {skimage.__version__}"
     load = f", load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
-    return f"{cpu}, {os.cpu_count()} logical CPUs{load}; Python {platform.python_version()}, {versions}"
-
-
-def report(frames: int, repeats: int, ref_times: list[float], our_times: list[float], j, f) -> str:
-    ref, ours, ref_median, our_median = min(ref_times), min(our_times), np.median(ref_times), np.median(our_times)
     lines = [
-        "## Metrics",
-        "",
         f"`benchmarks/metrics.py`: J and F of a {frames}-frame {WIDTH}x{HEIGHT} sequence (three moving, wobbling",
         "blobs; the prediction jitters their position, size and shape), `vrsjax.eval.metrics.jaccard` +",
         "`boundary_f` (all frames at once: bit-packed boundaries, disk matching by sorted-key search) against a",
         "reference written from the DAVIS 2017 definition in the benchmark (J over the stack as `db_eval_iou`,",
         "F per frame with `_seg2bmap`, `skimage.morphology.disk(12)` and `cv2.dilate`). Same process, alternating,",
-        f"best of {repeats}; J and F are asserted identical (`np.array_equal`).",
+        f"{repeats} repeats; J and F are asserted identical (`np.array_equal`).",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {report_lib.machine()}{load}; {versions}.",
         "",
-        "| implementation | best (s) | median (s) | per frame (ms) |",
+        f"| implementation | best (s) | {report_lib.spread_note(repeats)} (s) | per frame (ms, best) |",
         "| --- | --- | --- | --- |",
-        f"| DAVIS reference (per-frame loop, cv2) | {ref:.3f} | {ref_median:.3f} | {1e3 * ref / frames:.2f} |",
-        f"| vrsjax (vectorized numpy) | {ours:.3f} | {our_median:.3f} | {1e3 * ours / frames:.2f} |",
+        f"| DAVIS reference (per-frame loop, cv2) | {ref:.3f} | {report_lib.fmt(ref_times)} "
+        f"| {1e3 * ref / frames:.2f} |",
+        f"| vrsjax (vectorized numpy) | {ours:.3f} | {report_lib.fmt(our_times)} | {1e3 * ours / frames:.2f} |",
         "",
         f"Speed-up: **{ref / ours:.1f}x** best over best ({ref_median / our_median:.1f}x median over median).",
         f"Mean J {j.mean():.4f}, mean F {f.mean():.4f}, identical in both.",
-        "",
     ]
     return "\n".join(lines)
 
 
-def write_section(section: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replaces (or appends) the '## Metrics' section of BENCHMARKS.md, leaving the other sections alone."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Metrics\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
+def measure(frames: int, repeats: int) -> str:
+    """Time both implementations on the same masks, alternating; -> the section body."""
+    gt, pred = sequence(frames)
+    vrsjax_jf(gt[:2], pred[:2])  # warm-up
+    ref_times, our_times = [], []
+    for _ in tqdm(range(repeats), desc="metrics repeats"):
+        seconds, (j_ref, f_ref) = timed(reference_jf, gt, pred)
+        ref_times.append(seconds)
+        seconds, (j, f) = timed(vrsjax_jf, gt, pred)
+        our_times.append(seconds)
+        np.testing.assert_array_equal(j, j_ref)
+        np.testing.assert_array_equal(f, f_ref)
+    return report(frames, repeats, ref_times, our_times, j, f)
+
+
+def run(quick: bool = False) -> str:
+    """The suite's entry point: measure (10 frames, 3 repeats when quick), write the section, return its body."""
+    body = measure(10, report_lib.repeats(3)) if quick else measure(100, report_lib.repeats(5))
+    report_lib.write_section(TITLE, body)
+    return body
 
 
 def main() -> None:
@@ -179,20 +179,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--write", action="store_true", help="update the '## Metrics' section of BENCHMARKS.md")
     args = parser.parse_args()
-    gt, pred = sequence(args.frames)
-    vrsjax_jf(gt[:2], pred[:2])  # warm-up
-    ref_times, our_times = [], []
-    for _ in tqdm(range(args.repeats), desc="repeats"):
-        seconds, (j_ref, f_ref) = timed(reference_jf, gt, pred)
-        ref_times.append(seconds)
-        seconds, (j, f) = timed(vrsjax_jf, gt, pred)
-        our_times.append(seconds)
-        np.testing.assert_array_equal(j, j_ref)
-        np.testing.assert_array_equal(f, f_ref)
-    section = report(args.frames, args.repeats, ref_times, our_times, j, f)
-    print(section)
+    body = measure(args.frames, args.repeats)
+    print(body)
     if args.write:
-        write_section(section)
+        report_lib.write_section(TITLE, body)
 
 
 if __name__ == "__main__":

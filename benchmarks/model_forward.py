@@ -21,13 +21,14 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
-from report import machine, write_section  # noqa: E402
+from report import fmt, machine, repeats, spread_note, write_section  # noqa: E402
 
 from vrsjax.models import qwen2_5_vl  # noqa: E402
 from vrsjax.models.qwen2_5_vl.inputs import prepare_inputs  # noqa: E402
 
 IDS = {"image_token_id": 31990, "video_token_id": 31991, "vision_start_token_id": 31992, "vision_end_token_id": 31993}
-BATCH, TEXT, GRID = 4, 256, (2, 16, 16)  # 4 frames of 224x224 -> grid t=2, 16x16 patches
+BATCH, TEXT, GRID = 4, 256, (2, 16, 16)
+TITLE = "Model forward (Qwen2.5-VL small, CPU)"  # 4 frames of 224x224 -> grid t=2, 16x16 patches
 
 
 def small_hf_model(path: str):
@@ -63,7 +64,7 @@ def small_hf_model(path: str):
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(path, attn_implementation="sdpa").eval()
 
 
-def batch() -> dict:
+def batch(size: int = BATCH) -> dict:
     rng = np.random.default_rng(0)
     n_vid = GRID[0] * GRID[1] * GRID[2] // 4
     rows = [
@@ -71,26 +72,27 @@ def batch() -> dict:
         + [IDS["video_token_id"]] * n_vid
         + [IDS["vision_end_token_id"]]
         + list(rng.integers(0, 31000, TEXT))
-        for _ in range(BATCH)
+        for _ in range(size)
     ]
-    n_patches = BATCH * GRID[0] * GRID[1] * GRID[2]
+    n_patches = size * GRID[0] * GRID[1] * GRID[2]
     return {
         "input_ids": np.array(rows, np.int64),
-        "attention_mask": np.ones((BATCH, len(rows[0])), np.int64),
+        "attention_mask": np.ones((size, len(rows[0])), np.int64),
         "pixel_values_videos": rng.normal(size=(n_patches, 1176)).astype(np.float32),
-        "video_grid_thw": np.array([GRID] * BATCH, np.int64),
-        "second_per_grid_ts": np.ones(BATCH, np.float32),
+        "video_grid_thw": np.array([GRID] * size, np.int64),
+        "second_per_grid_ts": np.ones(size, np.float32),
     }
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up / compile
+def timed(fn, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls after one warm-up (compilation for the jitted side)."""
+    fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
 
 
 def hf_fns(model, b):
@@ -128,42 +130,55 @@ def jax_fns(model, b):
     return (lambda: jax.block_until_ready(forward(state, inputs)), lambda: jax.block_until_ready(grad(state, inputs)))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+def measure(repeats: int, size: int = BATCH) -> str:
+    """Both passes on both sides with the same weights and batch; -> the section body."""
     torch.set_num_threads(os.cpu_count())
     jax.config.update("jax_default_matmul_precision", "float32")
     with tempfile.TemporaryDirectory() as tmp:
         hf = small_hf_model(tmp)
         ours = qwen2_5_vl.from_pretrained(tmp)
-    b = batch()
+    b = batch(size)
     hf_fwd, hf_fb = hf_fns(hf, b)
     jx_fwd, jx_fb = jax_fns(ours, b)
     diff = float(np.abs(np.asarray(jx_fwd()) - hf_fwd().numpy()).max())
     results = {}
     for name, h, j in (("forward", hf_fwd, jx_fwd), ("forward+backward", hf_fb, jx_fb)):
-        results[name] = (timed(h, args.repeats), timed(j, args.repeats))
-        print(
-            f"{name}: transformers {results[name][0]:.3f}s, vrsjax {results[name][1]:.3f}s, "
-            f"speed-up x{results[name][0] / results[name][1]:.2f}"
-        )
-    rows = "\n".join(f"| {k} | {h:.3f} | {j:.3f} | x{h / j:.2f} |" for k, (h, j) in results.items())
-    write_section(
-        "Model forward (Qwen2.5-VL small, CPU)",
-        f"""
+        results[name] = (timed(h, repeats), timed(j, repeats))
+        ratio = statistics.median(results[name][0]) / statistics.median(results[name][1])
+        print(f"{name}: transformers {fmt(results[name][0])} s, vrsjax {fmt(results[name][1])} s, x{ratio:.2f}")
+    train_ratio = statistics.median(results["forward+backward"][0]) / statistics.median(results["forward+backward"][1])
+    rows = "\n".join(
+        f"| {k} | {fmt(h)} | {fmt(j)} | x{statistics.median(h) / statistics.median(j):.2f} |"
+        for k, (h, j) in results.items()
+    )
+    return f"""
 `python benchmarks/model_forward.py` — {machine()}; jax {jax.__version__}, torch {torch.__version__}
 ({torch.get_num_threads()} threads), transformers sdpa attention vs vrsjax reference attention under `jax.jit`.
 `small` config: text hidden 512, 8 layers, 8/2 heads, intermediate 1408, vocab 32000; vision depth 4,
-hidden 256. Batch {BATCH} x (one 4-frame 224x224 video = {GRID[0] * GRID[1] * GRID[2] // 4} tokens + {TEXT} text
-tokens), float32, median of {args.repeats} runs after one warm-up (compilation excluded).
+hidden 256. Batch {size} x (one 4-frame 224x224 video = {GRID[0] * GRID[1] * GRID[2] // 4} tokens + {TEXT} text
+tokens), float32, {spread_note(repeats)} after one warm-up (compilation excluded); speed-up = median over median.
 Max |logit difference| between the two: {diff:.2e}.
 
 | pass | transformers (s) | vrsjax (s) | speed-up |
 | --- | --- | --- | --- |
 {rows}
-""",
-    )
+
+Speed-up of forward+backward (the training pass): **x{train_ratio:.2f}**.
+"""
+
+
+def run(quick: bool = False) -> str:
+    """The suite's entry point (quick: batch 1, 2 repeats); writes the section and returns its body."""
+    body = measure(repeats(2), 1) if quick else measure(repeats(5))
+    write_section(TITLE, body)
+    return body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    write_section(TITLE, measure(args.repeats))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Two workloads, each asserted to give identical outputs (ids, grids, timing and p
   bicubic (transformers: torchvision's uint8 kernel; vrsjax: the same arithmetic as banded float32 matmuls).
 Calls alternate between the two sides; best and median of `--repeats` are reported as frames per second.
 
-    python benchmarks/processor.py [--repeats 7]
+    python benchmarks/processor.py [--repeats 9]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import time
 
 import numpy as np
-from report import machine, write_section
+from report import fmt, machine, repeats, spread_note, write_section
 
 from vrsjax.processing import Processor, veason_prompt
 from vrsjax.testing import write_tiny_tokenizer
@@ -63,7 +63,7 @@ def assert_identical(ours: dict, ref: dict) -> None:
 
 
 def race(ours, ref, frames: int, repeats: int) -> dict:
-    """Alternate the two calls; -> frames/s (best, median) per side, after one warm-up each."""
+    """Alternate the two calls; -> seconds per call of each side, after one warm-up each."""
     assert_identical(ours(), ref())
     times = {"vrsjax": [], "transformers": []}
     for _ in range(repeats):
@@ -71,13 +71,16 @@ def race(ours, ref, frames: int, repeats: int) -> dict:
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {k: (frames / min(v), frames / statistics.median(v)) for k, v in times.items()}
+    return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+def rate(times: list[float], frames: int) -> str:
+    """'median [q1-q3]' frames/s (the spread in rate follows the spread in time, reversed)."""
+    return fmt([frames / t for t in times], 1)
+
+
+def measure(repeats: int) -> str:
+    """Three workloads, both sides on the same inputs, outputs asserted identical; -> the section body."""
     import torch
     import transformers
 
@@ -91,45 +94,55 @@ def main() -> None:
     video = natural_frames(8, 720, 1280, seed=1)
     video_text = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What happens?<|im_end|>\n"
     meta = [{"fps": 1.0, "total_num_frames": 8}]
-    rows = {
-        "6x560x560 Veason prompt, PIL image processor": race(
+    workloads = {
+        "6x560x560 Veason prompt, PIL image processor": (
             lambda: ours_pil(text=prompt, images=images),
             lambda: hf_pil(text=[prompt], images=images, return_tensors="np"),
             6,
-            args.repeats,
         ),
-        "6x560x560 Veason prompt, torchvision image processor": race(
+        "6x560x560 Veason prompt, torchvision image processor": (
             lambda: ours_tv(text=prompt, images=images),
             lambda: hf_tv(text=[prompt], images=images, return_tensors="np"),
             6,
-            args.repeats,
         ),
-        "8x1280x720 video -> 560x1008": race(
+        "8x1280x720 video -> 560x1008": (
             lambda: ours_pil(text=video_text, videos=[video], fps=1.0),
             lambda: hf_pil(text=[video_text], videos=[video], video_metadata=meta, return_tensors="np"),
             8,
-            args.repeats,
         ),
     }
     lines = []
-    for name, r in rows.items():
-        (ob, om), (hb, hm) = r["vrsjax"], r["transformers"]
-        print(f"{name}: vrsjax {ob:.1f} frames/s, transformers {hb:.1f} frames/s, x{ob / hb:.2f} (best)")
-        lines.append(f"| {name} | {hb:.1f} / {hm:.1f} | {ob:.1f} / {om:.1f} | x{ob / hb:.2f} / x{om / hm:.2f} |")
+    for name, (ours, ref, frames) in workloads.items():
+        times = race(ours, ref, frames, repeats)
+        ours_t, ref_t = times["vrsjax"], times["transformers"]
+        best, median = min(ref_t) / min(ours_t), statistics.median(ref_t) / statistics.median(ours_t)
+        print(f"{name}: vrsjax {rate(ours_t, frames)} frames/s, transformers {rate(ref_t, frames)}, x{median:.2f}")
+        lines.append(f"| {name} | {rate(ref_t, frames)} | {rate(ours_t, frames)} | x{best:.2f} / x{median:.2f} |")
     load = os.getloadavg()[0]
-    write_section(
-        "Processor",
-        f"""
+    return f"""
 `python benchmarks/processor.py` — {machine()}, load average {load:.1f} at the end; numpy {np.__version__},
 transformers {transformers.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads).
-Same process, calls alternating, {args.repeats} runs each after a warm-up; outputs asserted identical (ids, grids,
-`second_per_grid_ts`, pixel values bit for bit). Frames per second, best / median.
+Same process, calls alternating, {repeats} runs each after a warm-up; outputs asserted identical (ids, grids,
+`second_per_grid_ts`, pixel values bit for bit). Frames per second, {spread_note(repeats)}.
 
-| workload | transformers | vrsjax | speed-up (best / median) |
+| workload | transformers (frames/s) | vrsjax (frames/s) | speed-up (best / median) |
 | --- | --- | --- | --- |
 {chr(10).join(lines)}
-""",
-    )
+"""
+
+
+def run(quick: bool = False) -> str:
+    """The suite's entry point (quick: 2 repeats); writes the section and returns its body."""
+    body = measure(repeats(2 if quick else 9))
+    write_section("Processor", body)
+    return body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    write_section("Processor", measure(args.repeats))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import torch
-from report import machine, write_section
+from report import fmt, machine, repeats, skipped, spread_note, write_section
 
 from vrsjax.services.xmem import XMem
 
@@ -99,46 +99,39 @@ def timed(fn, repeats: int) -> tuple[list[float], np.ndarray]:
     return times, result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--official", help="a checkout of hkchengrex/XMem")
-    parser.add_argument("--frames", type=int, default=6)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=854)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
+def measure(
+    official: str | None, frames_n: int = 6, height: int = 480, width: int = 854, reps: int = 5, threads: int = 1
+) -> str:
+    """Both implementations alternating on the same video and weights; -> the section body."""
+    torch.set_num_threads(threads)
     ours = XMem.random(0)
-    frames, masks = synthetic_video(args.frames, args.height, args.width)
-    keyframe = args.frames // 2
+    frames, masks = synthetic_video(frames_n, height, width)
+    keyframe = frames_n // 2
     config = dict(
         top_k=30, mem_every=5, deep_update_every=-1, enable_long_term=True, max_mid_term_frames=10,
         min_mid_term_frames=5, max_long_term_elements=10000, num_prototypes=128,
     )  # fmt: skip
     runs = {"vrsjax": lambda: ours.propagate(frames, masks[keyframe], keyframe)}
-    if args.official:
-        core, network = load_official(args.official, ours.state_dict())
+    if official:
+        core, network = load_official(official, ours.state_dict())
         runs["official XMem"] = lambda: official_propagate(core, network, frames, masks[keyframe], keyframe, config)
     results = {}
-    for _ in range(args.repeats):  # alternate the implementations so that machine load hits both alike
+    for _ in range(reps):  # alternate the implementations so that machine load hits both alike
         for name, fn in runs.items():
             times, probs = timed(fn, 1)
             results.setdefault(name, ([], probs))[0].extend(times)
     rows, fps = [], {}
     for name, (times, _) in results.items():
-        fps[name] = args.frames / min(times)
-        rows.append(f"| {name} | {min(times):.2f} | {statistics.median(times):.2f} | {fps[name]:.3f} |")
-    threads = f"{args.threads} thread" + "s" * (args.threads > 1)
+        fps[name] = frames_n / min(times)
+        rows.append(f"| {name} | {min(times):.2f} | {fmt(times, 2)} | {fps[name]:.3f} |")
+    plural = f"{threads} thread" + "s" * (threads > 1)
     body = [
         f"`python benchmarks/xmem.py --official <XMem checkout>` — {machine()}, torch {torch.__version__} "
-        f"({threads}), float32 on CPU. {args.frames} frames of {args.height}x{args.width} "
+        f"({plural}), float32 on CPU. {frames_n} frames of {height}x{width} "
         f"(padded to multiples of 16), one object, keyframe {keyframe}, propagated both ways with the official "
-        f"defaults; random weights (`XMem.random(0)`) in both; best of {args.repeats}, alternating.",
+        f"defaults; random weights (`XMem.random(0)`) in both; {reps} repeats, alternating.",
         "",
-        "| implementation | best (s) | median (s) | frames/s (best) |",
+        f"| implementation | best (s) | {spread_note(reps)} (s) | frames/s (best) |",
         "| --- | --- | --- | --- |",
         *rows,
     ]
@@ -150,12 +143,40 @@ def main() -> None:
             f"Speed-up: **{fps['vrsjax'] / fps['official XMem']:.2f}x** (frames/s, best over best; "
             f"{medians['official XMem'] / medians['vrsjax']:.2f}x median over median). "
             f"Max |probability difference|: {diff:.1e}. vrsjax runs the keyframe step once for both directions "
-            f"({args.frames} steps instead of {args.frames + 1}: "
-            f"expected gain {(args.frames + 1) / args.frames:.2f}x); "
+            f"({frames_n} steps instead of {frames_n + 1}: expected gain {(frames_n + 1) / frames_n:.2f}x); "
             f"each step is the official computation. Load average at the end: {os.getloadavg()[0]:.1f} "
             "(the machine is shared: ratios away from the expected gain are load noise).",
         ]
-    text = "\n".join(body)
+    else:
+        body += [
+            "",
+            skipped(
+                "official XMem not timed: no checkout given (XMem is not on PyPI; pass `--official PATH` to the "
+                "script or `vrsjax bench --xmem-official PATH`, a checkout of https://github.com/hkchengrex/XMem)"
+            ),
+        ]
+    return "\n".join(body)
+
+
+def run(quick: bool = False) -> str:
+    """The suite's entry point; the official side from $VRSJAX_XMEM_OFFICIAL (quick: 3 frames at 240x432)."""
+    official = os.environ.get("VRSJAX_XMEM_OFFICIAL") or None
+    body = measure(official, 3, 240, 432, repeats(2)) if quick else measure(official, reps=repeats(5))
+    write_section(TITLE, body)
+    return body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official", help="a checkout of hkchengrex/XMem")
+    parser.add_argument("--frames", type=int, default=6)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=854)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    text = measure(args.official, args.frames, args.height, args.width, args.repeats, args.threads)
     print(text)
     if not args.no_write:
         write_section(TITLE, text)

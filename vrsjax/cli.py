@@ -8,6 +8,7 @@ vrsjax data synth --out DIR [--videos N] [--seed S] | data inspect DIR | data bu
 vrsjax data subset META OUT --size N
 vrsjax data cot|difficulty --dataset DIR --out FILE --endpoint URL --model NAME   (teacher-model data)
 vrsjax serve --checkpoint DIR [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-request-mb 32]
+vrsjax bench [--only NAME,...] [--quick] [--repeats N] [--out BENCHMARKS.md]   (from a repository checkout)
 vrsjax eval --dataset revos|mevis|reasonvos|refytvos|davis17|image --data DIR --pred DIR [--split S] [--out R.json]
 vrsjax infer --checkpoint DIR --video FILE|DIR --query "..." --out DIR [--pipeline veason|videoseg] [--sam2-...]
 vrsjax predict --dataset revos --data DIR --split valid --checkpoint DIR --out DIR [--limit N] [--batch-size B]
@@ -76,6 +77,9 @@ def _plan(args: argparse.Namespace) -> int:
     return 0 if result.fits else 2
 
 
+_BENCH_OPTIONS = ("only", "repeats", "out", "timeout", "xmem_official")
+
+
 def _serve(args: argparse.Namespace) -> int:
     from vrsjax.serve import serve
 
@@ -89,6 +93,22 @@ def _serve(args: argparse.Namespace) -> int:
         model_name=args.model_name,
         dtype=args.dtype,
     )
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """Hands the arguments to benchmarks/suite.py of the checkout (the benchmarks folder is not installed)."""
+    import importlib.util
+    from pathlib import Path
+
+    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[1] / "benchmarks"]
+    folder = next((c for c in candidates if (c / "suite.py").exists()), None)
+    if folder is None:
+        raise SystemExit("vrsjax bench: benchmarks/suite.py not found; run it from a vrsjax repository checkout")
+    spec = importlib.util.spec_from_file_location("vrsjax_bench_suite", folder / "suite.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k in _BENCH_OPTIONS and v is not None]
+    return suite.main(argv + ["--quick"] * args.quick + ["--list"] * args.list)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -198,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--headroom", type=float, default=0.9, help="usable fraction of device memory")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(func=_plan)
+
+    bench = sub.add_parser("bench", help="every benchmark vs its reference, side by side; regenerates BENCHMARKS.md")
+    bench.add_argument("--only", default=None, help="comma-separated benchmark names (see --list; default: all)")
+    bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
+    bench.add_argument("--repeats", type=int, default=None, help="repeats per timing, for benchmarks that repeat")
+    bench.add_argument("--out", default=None, help="the markdown file to regenerate (default: BENCHMARKS.md)")
+    bench.add_argument("--timeout", type=float, default=None, help="seconds per benchmark before it is killed")
+    bench.add_argument("--xmem-official", default=None, help="a checkout of hkchengrex/XMem for the XMem comparison")
+    bench.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    bench.set_defaults(func=_bench)
 
     ev = sub.add_parser("eval", help="score predicted PNG masks on a benchmark split: J, F, J&F, R or gIoU/cIoU")
     ev.add_argument("--dataset", required=True, choices=["revos", "mevis", "reasonvos", "refytvos", "davis17", "image"])
