@@ -3,9 +3,11 @@
 The `small` model (text hidden 512, 8 layers, 8/2 heads, intermediate 1408, vocab 32000; vision depth 4, hidden
 256), 2 prompts x n=8, each prompt 6 frames of 224x224 as timestamped images (Veason-R1 style, 384 vision tokens)
 plus the Veason prompt text, 48 response tokens, float32. Both trainers start from the same weights and greedy
-rollouts (identical responses), so the only difference is how the log-prob and update passes run.
+rollouts (identical responses), so the only difference is how the log-prob and update passes run. Also reported:
+the trainer's model-FLOPs estimate per phase (`vrsjax.rl.flops`), achieved TFLOP/s, and MFU where the device's peak
+is known (`PEAK_FLOPS`; CPUs have no entry, pass `--peak-flops` to set one).
 
-    python benchmarks/grpo_step.py
+    python benchmarks/grpo_step.py [--quick] [--peak-flops 1e12]
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def samples():
     return out
 
 
-def trainer(proc, shared: bool, tmp: Path) -> GRPOTrainer:
+def trainer(proc, shared: bool, tmp: Path, peak: float | None = None) -> GRPOTrainer:
     cfg = load_config(
         "configs/demo.yaml",
         [
@@ -70,33 +72,46 @@ def trainer(proc, shared: bool, tmp: Path) -> GRPOTrainer:
             f"worker.actor.shared_prompt={shared}",
         ],
     )
-    return GRPOTrainer(cfg, small_model(), proc, samples(), out_dir=tmp / f"shared_{shared}")
+    return GRPOTrainer(cfg, small_model(), proc, samples(), out_dir=tmp / f"shared_{shared}", peak_flops=peak)
 
 
-def main() -> None:
+def run(quick: bool = False, peak_flops: float | None = None) -> str:
+    """Time one step each way (the second, after compilation); write the BENCHMARKS.md section; return its body.
+    quick: 16 response tokens instead of 48 (a smoke run; the section says so)."""
+    global RESPONSE
+    if quick:
+        RESPONSE = 16
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         proc = Processor.from_pretrained(write_tiny_tokenizer(tmp / "tok"))
         runs = {}
         for shared in (False, True):
-            t = trainer(proc, shared, tmp)
+            t = trainer(proc, shared, tmp, peak_flops)
             t.step()  # compile
             t.data_position = 0
+            t.rollouts = 0
             runs[shared] = t.step()
+            t.close()
     rows, tokens = [], runs[True]["response/length_mean"] * PROMPTS * N
     for phase in ("rollout", "reward", "log_probs", "update"):
         a, b = runs[False][f"time/{phase}"], runs[True][f"time/{phase}"]
         rows.append(f"| {phase} | {a:.2f} | {b:.2f} | x{a / b:.2f} |")
     train = {s: runs[s]["time/log_probs"] + runs[s]["time/update"] for s in runs}
-    total = {s: sum(v for k, v in runs[s].items() if k.startswith("time/")) for s in runs}
+    total = {s: runs[s]["time/step"] for s in runs}
     print("\n".join(rows), f"\ntraining passes x{train[False] / train[True]:.2f}")
-    write_section(
-        "GRPO step (CPU)",
-        f"""
-`python benchmarks/grpo_step.py` — {machine()}; jax {jax.__version__}. The `small` model, {PROMPTS} prompts x
-n={N}, each {FRAMES} frames of {SIZE}x{SIZE} as timestamped images ({FRAMES * 64} vision tokens) + the Veason-R1
-prompt text, {RESPONSE} response tokens (greedy, so both runs train on identical responses), float32, one
-micro-batch per group; compilation excluded (second step timed).
+    mfu = {s: runs[s].get("perf/mfu") for s in runs}
+    mfu_text = (
+        f"MFU {mfu[False]:.2%} (per-sequence) / {mfu[True]:.2%} (shared), "
+        f"update MFU {runs[True]['perf/mfu_update']:.2%}"
+        if mfu[True] is not None
+        else "MFU: no peak FLOP/s is known for this device (pass --peak-flops)"
+    )
+    body = f"""
+`python benchmarks/grpo_step.py{" --quick" if quick else ""}` — {machine()}; jax {jax.__version__}. The `small` model,
+{PROMPTS} prompts x n={N}, each {FRAMES} frames of {SIZE}x{SIZE} as timestamped images ({FRAMES * 64} vision tokens)
++ the Veason-R1 prompt text, {RESPONSE} response tokens (greedy, so both runs train on identical responses),
+float32, one micro-batch per group; compilation excluded (second step timed); the reward runs in a background
+thread during the log-prob passes (`reward` = its own time).
 
 | phase (s) | per-sequence passes | shared-prompt passes | ratio |
 | --- | --- | --- | --- |
@@ -104,9 +119,23 @@ micro-batch per group; compilation excluded (second step timed).
 | whole step | {total[False]:.2f} | {total[True]:.2f} | x{total[False] / total[True]:.2f} |
 
 Training passes (old/reference log-probs + update): x{train[False] / train[True]:.2f} faster with the prompt run
-once per group. Step throughput: {tokens / total[True]:.1f} response tokens/s (shared).
-""",
-    )
+once per group. Step throughput: {tokens / total[True]:.1f} response tokens/s (shared). Model FLOPs of the step
+(`vrsjax.rl.flops`: 2N per token forward, 6N for the update, plus causal attention and the vision tower):
+{runs[False]["perf/tflops_step"]:.2f} TFLOP per-sequence, {runs[True]["perf/tflops_step"]:.2f} TFLOP shared;
+achieved {runs[False]["perf/tflops_per_s"]:.3f} / {runs[True]["perf/tflops_per_s"]:.3f} TFLOP/s. {mfu_text}.
+"""
+    write_section("GRPO step (CPU)", body)
+    return body
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="16 response tokens (smoke run)")
+    parser.add_argument("--peak-flops", type=float, default=None, help="one device's peak FLOP/s for the MFU")
+    args = parser.parse_args()
+    run(args.quick, args.peak_flops)
 
 
 if __name__ == "__main__":

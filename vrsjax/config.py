@@ -100,7 +100,6 @@ MOVED = {
     "algorithm.use_kl_loss": "worker.actor.use_kl_loss",
     "algorithm.disable_kl": "worker.actor.use_kl_loss and algorithm.kl_coef",
     "worker.reward.reward_function": "worker.reward.compute_score (a reward name registered in vrsjax.rewards)",
-    "trainer.save_limit": "trainer.remove_previous_ckpt",
     "data.format_prompt": "data.system_prompt",
 }
 
@@ -128,25 +127,27 @@ class _Section:
 
 @dataclass(frozen=True)
 class DataConfig(_Section):
+    """Training and validation data, prompt rendering and the frames each prompt shows."""
+
     _PREFIX: ClassVar[str] = "data."
     name: str = ""  # dataset format (Veason-R1 dispatch names such as video_seg_keyframe_sft_base_mod)
-    train_files: str = ""
-    other_train_files: str = ""
-    val_files: str = ""
-    prompt_key: str = "prompt"
-    max_prompt_length: int = 512
-    max_response_length: int = 512
+    train_files: str = ""  # training data: a dataset directory in any format `vrsjax data inspect` detects
+    other_train_files: str = ""  # Veason-R1: further training sources mixed with train_files
+    val_files: str = ""  # validation data; "" = none
+    prompt_key: str = "prompt"  # EasyR1: the dataset column holding the prompt text
+    max_prompt_length: int = 512  # prompt tokens, vision tokens included; sets worker.rollout.prompt_length
+    max_response_length: int = 512  # tokens generated per response; sets worker.rollout.response_length
     rollout_batch_size: int = 512  # prompts per step; each yields worker.rollout.n responses
-    system_prompt: str = "You are a helpful assistant."  # Seg-Zero's default (EasyR1's asks for \boxed{})
-    system_prompt_path: str | None = None
-    shuffle: bool = True
-    seed: int = 1
-    max_pixels: int = 4194304
-    min_pixels: int = 262144
-    keyframe_resize: int = 840
-    reference_image_resize: int = 840
+    system_prompt: str = "You are a helpful assistant."  # system message (Seg-Zero's; EasyR1's asks for \boxed{})
+    system_prompt_path: str | None = None  # a text file whose contents replace data.system_prompt
+    shuffle: bool = True  # reshuffle the training prompts every epoch
+    seed: int = 1  # seed of the shuffling and of each sample's frame choice
+    max_pixels: int = 4194304  # most pixels per image after the Qwen2.5-VL resize (smart_resize)
+    min_pixels: int = 262144  # fewest pixels per image after the Qwen2.5-VL resize
+    keyframe_resize: int = 840  # Veason-R1: side in pixels of the square frames shown to the policy
+    reference_image_resize: int = 840  # Veason-R1: side in pixels of the reference image
     sam2_mode: str = "video"  # SAM2 in the reward: "images" (per frame) or "video" (propagation)
-    sampled_frames: int = 6
+    sampled_frames: int = 6  # Veason-R1: frames sampled per video for the prompt
     skip_bad_samples: bool = False  # vrsjax: drop bad dataset samples (counted, reported) instead of raising
 
     def _check(self) -> Iterator[tuple[str, str]]:
@@ -159,16 +160,25 @@ class DataConfig(_Section):
 
 @dataclass(frozen=True)
 class AlgorithmConfig(_Section):
+    """Advantage estimation and the in-reward KL penalty (EasyR1's algorithm section)."""
+
     _PREFIX: ClassVar[str] = "algorithm."
-    gamma: float = 1.0
-    lam: float = 1.0
+    gamma: float = 1.0  # discount of the return (GAE / REINFORCE++); 1 = none
+    lam: float = 1.0  # GAE lambda (EasyR1 schema; GRPO does not use it)
+    # advantage estimator: grpo, rloo, reinforce_plus_plus or remax
     adv_estimator: str = "grpo"  # EasyR1@2a0f95d defaults to "gae", which needs the critic vrsjax does not have
     kl_penalty: str = "kl"  # estimator for the in-reward KL, used only when worker.actor.use_kl_loss is false
-    kl_type: str = "fixed"
-    kl_coef: float = 1e-3
-    kl_horizon: float = 0.0
-    kl_target: float = 0.0
+    kl_type: str = "fixed"  # in-reward KL coefficient: fixed or adaptive (a controller toward kl_target)
+    kl_coef: float = 1e-3  # coefficient of the in-reward KL penalty (worker.actor.use_kl_loss=false)
+    kl_horizon: float = 0.0  # steps over which the adaptive KL controller adjusts kl_coef
+    kl_target: float = 0.0  # KL the adaptive controller steers toward
     norm_adv_by_std_in_grpo: bool = True  # verl's name; false is Dr.GRPO (A = s - mean)
+    # EasyR1 HEAD (DAPO dynamic sampling): keep only groups whose mean `filter_key` score is in (low, high),
+    # sampling more prompts until data.rollout_batch_size groups are kept (trainer.max_try_make_batch tries)
+    online_filtering: bool = False
+    filter_key: str = "overall"  # "overall" = the total score, else a reward component (format, keyframe, ...)
+    filter_low: float = 0.01  # online filtering keeps groups whose mean score is above this
+    filter_high: float = 0.99  # online filtering keeps groups whose mean score is below this
 
     def _check(self) -> Iterator[tuple[str, str]]:
         if self.adv_estimator == "gae":
@@ -182,16 +192,20 @@ class AlgorithmConfig(_Section):
         yield from _in_range(self, "kl_coef", 0.0, math.inf)
         yield from _in_range(self, "gamma", 0.0, 1.0)
         yield from _in_range(self, "lam", 0.0, 1.0)
+        if self.online_filtering and self.filter_low >= self.filter_high:
+            yield "filter_low", f"must be < algorithm.filter_high={self.filter_high} (groups are kept in (low, high))"
 
 
 @dataclass(frozen=True)
 class ModelConfig(_Section):
+    """The policy checkpoint to start from."""
+
     _PREFIX: ClassVar[str] = "worker.actor.model."
     model_path: str | None = None  # HF-format Qwen2.5-VL directory
     tokenizer_path: str | None = None  # defaults to model_path
     override_config: dict[str, Any] = field(default_factory=dict)  # merged into the HF config.json
     enable_gradient_checkpointing: bool = True  # remat in the training forward pass
-    freeze_vision_tower: bool = False  # EasyR1 HEAD key
+    freeze_vision_tower: bool = False  # train the language model only (EasyR1 HEAD key)
 
     def _derive(self) -> None:
         if self.tokenizer_path is None:
@@ -200,13 +214,15 @@ class ModelConfig(_Section):
 
 @dataclass(frozen=True)
 class OptimConfig(_Section):
+    """AdamW and the learning-rate schedule of the policy update."""
+
     _PREFIX: ClassVar[str] = "worker.actor.optim."
-    lr: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-2
+    lr: float = 1e-6  # AdamW learning rate (Veason-R1: 1e-6)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW (beta1, beta2)
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay
     lr_warmup_steps_ratio: float = 0.0  # warmup steps = int(ratio * training_steps)
     min_lr_ratio: float | None = None  # floor of the cosine schedule, as a fraction of lr
-    warmup_style: str = "constant"  # schedule after warmup
+    warmup_style: str = "constant"  # constant|cosine: the schedule after warmup
     training_steps: int = -1  # auto: the trainer sets it (trainer.max_steps or steps per episode * episodes)
 
     def _check(self) -> Iterator[tuple[str, str]]:
@@ -249,27 +265,32 @@ class FSDPConfig(_Section):
 
 @dataclass(frozen=True)
 class ActorConfig(_Section):
+    """The policy update: batch sizes, PPO clipping, the loss, KL to the reference, LoRA."""
+
     _PREFIX: ClassVar[str] = "worker.actor."
     global_batch_size: int = 256  # prompts per optimizer step (x rollout.n responses)
     # EasyR1@2a0f95d has -1 here (unusable unless set); these are EasyR1 HEAD's defaults.
-    micro_batch_size_per_device_for_update: int = 4
-    micro_batch_size_per_device_for_experience: int = 16
-    max_grad_norm: float = 1.0
-    clip_ratio: float = 0.2
-    clip_ratio_low: float | None = None  # EasyR1 HEAD keys; None = clip_ratio
-    clip_ratio_high: float | None = None
+    micro_batch_size_per_device_for_update: int = 4  # responses per device per gradient micro-batch
+    micro_batch_size_per_device_for_experience: int = 16  # responses per device per log-prob (old/ref) forward pass
+    max_grad_norm: float = 1.0  # gradients are clipped to this global norm
+    clip_ratio: float = 0.2  # PPO clip range epsilon: the ratio is clipped to [1 - low, 1 + high]
+    clip_ratio_low: float | None = None  # lower clip range (EasyR1 HEAD keys); None = clip_ratio
+    clip_ratio_high: float | None = None  # upper clip range (DAPO clip-higher); None = clip_ratio
     clip_ratio_dual: float | None = None  # dual-clip constant c > 1; None = off, as in the Veason fork
-    loss_agg_mode: str = "token-mean"  # verl's names
+    loss_agg_mode: str = "token-mean"  # how token losses average (verl's names, see LOSS_AGG_MODES)
     entropy_coeff: float = 1e-3  # loss -= entropy_coeff * entropy; active by default in the fork
-    use_kl_loss: bool = True
-    kl_loss_coef: float = 1e-3
-    kl_loss_type: str = "low_var_kl"
-    ppo_epochs: int = 1
+    use_kl_loss: bool = True  # KL to the reference policy as a loss term (GRPO) rather than in the reward
+    kl_loss_coef: float = 1e-3  # weight of the KL loss term
+    kl_loss_type: str = "low_var_kl"  # KL estimator of the loss term: k1|abs|k2|mse|low_var_kl|k3, '+' = k2 gradient
+    ppo_epochs: int = 1  # passes over each step's rollouts
+    # verl's key: the rollout's log-probs are the old log-probs (no recompute pass); they were sampled at
+    # worker.rollout.dtype, so in bfloat16 the ratio starts slightly off 1
+    use_rollout_log_probs: bool = False
     # vrsjax: run each group's prompt once in the training passes (same numbers, most prompt FLOPs saved)
     shared_prompt: bool = True
     # vrsjax: LoRA training (LLaMA-Factory's names); 0 = full fine-tuning. The reference is the base model.
     lora_rank: int = 0
-    lora_alpha: float = 16.0
+    lora_alpha: float = 16.0  # LoRA scale numerator: the update is (alpha / rank) B A
     lora_target: str = "all"  # comma-separated module names (q_proj,v_proj,...) or all
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -310,9 +331,11 @@ class RefConfig(_Section):
 
 @dataclass(frozen=True)
 class RewardConfig(_Section):
+    """The reward function and the segmentation services its consistency term calls."""
+
     _PREFIX: ClassVar[str] = "worker.reward."
     compute_score: str = "video_match_keyframe_sft_sam_mod"  # a name in vrsjax.rewards (EasyR1's default: math)
-    reward_function_kwargs: dict[str, Any] = field(default_factory=dict)  # EasyR1 HEAD key: constants
+    reward_function_kwargs: dict[str, Any] = field(default_factory=dict)  # EasyR1 HEAD key: constants for the reward
     # vrsjax: SAM2 for the consistency term; null = no SAM2 (the term is 0, as Veason's no-SAM2 ablation)
     sam2_config: str | None = None  # hiera_t|hiera_s|hiera_b+|hiera_l or a sam2 config path
     sam2_checkpoint: str | None = None  # official .pt; null = random weights (tests, demos)
@@ -330,12 +353,14 @@ class RewardConfig(_Section):
 
 @dataclass(frozen=True)
 class RolloutConfig(_Section):
+    """Sampling of the n responses per prompt."""
+
     _PREFIX: ClassVar[str] = "worker.rollout."
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int = -1  # -1 or 0 = off
-    top_p: float = 1.0
-    dtype: str = "bfloat16"
-    ignore_eos: bool = False
+    temperature: float = 1.0  # sampling temperature; 0 = greedy
+    top_k: int = -1  # sample from the k likeliest tokens; -1 or 0 = off
+    top_p: float = 1.0  # nucleus sampling mass; 1 = off
+    dtype: str = "bfloat16"  # dtype of the rollout's forward passes and KV cache
+    ignore_eos: bool = False  # keep generating past the end-of-sequence token
     n: int = 8  # responses per prompt (the GRPO group); EasyR1's default 1 cannot train GRPO
     seed: int = 1  # EasyR1 HEAD key: base of the sampling PRNG keys
     prompt_length: int = -1  # auto: data.max_prompt_length
@@ -369,21 +394,26 @@ class WorkerConfig(_Section):
 
 @dataclass(frozen=True)
 class TrainerConfig(_Section):
+    """Run length, logging, validation and checkpoints."""
+
     _PREFIX: ClassVar[str] = "trainer."
     total_episodes: int = 10  # passes over the training set (HEAD: total_epochs)
-    max_steps: int | None = None  # overrides total_episodes
-    project_name: str = "easy_r1"
-    experiment_name: str = "demo"
-    logger: tuple[str, ...] = ("console", "wandb")
-    val_generations_to_log_to_wandb: int = 0
+    max_steps: int | None = None  # stop after this many steps; overrides total_episodes
+    project_name: str = "easy_r1"  # names the run (loggers) and its checkpoint directory
+    experiment_name: str = "demo"  # names the run within the project
+    logger: tuple[str, ...] = ("console", "wandb")  # metric backends: console, wandb, mlflow, swanlab, tensorboard
+    val_generations_to_log_to_wandb: int = 0  # validation responses logged per validation
     save_freq: int = -1  # steps between checkpoints; -1 = only at the end
-    load_checkpoint_path: str | None = None
-    val_before_train: bool = True
-    val_only: bool = False
+    load_checkpoint_path: str | None = None  # a run's checkpoints to resume from (its save_checkpoint_path)
+    find_last_checkpoint: bool = True  # EasyR1 HEAD key: resume from the newest checkpoint in save_checkpoint_path
+    val_before_train: bool = True  # validate once before the first step
+    val_only: bool = False  # validate and stop
     test_freq: int = -1  # steps between validations; -1 = never
-    remove_previous_ckpt: bool = False
-    del_local_ckpt_after_load: bool = False
-    save_checkpoint_path: str | None = None  # default checkpoints/<project_name>/<experiment_name>
+    remove_previous_ckpt: bool = False  # keep only the newest checkpoint (= save_limit 1)
+    save_limit: int = -1  # EasyR1 HEAD key: keep the newest N checkpoints; -1 = all
+    max_try_make_batch: int = 20  # EasyR1 HEAD key: rollouts per step with online filtering; -1 = no limit
+    del_local_ckpt_after_load: bool = False  # delete the local checkpoint once it is loaded
+    save_checkpoint_path: str | None = None  # checkpoint dir; default checkpoints/<project_name>/<experiment_name>
 
     def _derive(self) -> None:
         if self.save_checkpoint_path is None:
@@ -394,6 +424,10 @@ class TrainerConfig(_Section):
         yield from _positive(self, "total_episodes")
         if self.max_steps is not None:
             yield from _positive(self, "max_steps")
+        if self.save_limit != -1 and self.save_limit < 1:
+            yield "save_limit", "must be -1 (keep all) or a positive number of checkpoints"
+        if self.max_try_make_batch == 0 or self.max_try_make_batch < -1:
+            yield "max_try_make_batch", "must be -1 (no limit) or a positive number of rollouts"
         for key in ("save_freq", "test_freq"):
             if getattr(self, key) != -1 and getattr(self, key) < 1:
                 yield key, "must be -1 (off) or a positive number of steps"
@@ -412,9 +446,9 @@ class MeshConfig(_Section):
 
     _PREFIX: ClassVar[str] = "mesh."
     AXES: ClassVar[tuple[str, ...]] = ("data", "fsdp", "tensor")
-    data: int = 1
-    fsdp: int = -1
-    tensor: int = 1
+    data: int = 1  # data-parallel axis: replicas that each hold the whole model
+    fsdp: int = -1  # fully sharded data-parallel axis: parameters and optimizer state sharded over it
+    tensor: int = 1  # tensor-parallel axis: heads and MLP widths split over it
 
     def resolve(self, num_devices: int) -> dict[str, int]:
         """Axis name -> size for `num_devices` devices, -1 filled in; raises ConfigError when they do not fit."""

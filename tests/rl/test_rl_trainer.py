@@ -40,7 +40,7 @@ def tiny(tmp_path_factory):
     return path, Processor.from_pretrained(path)
 
 
-def make_trainer(tiny, tmp_path, mesh=None, **overrides):
+def make_trainer(tiny, tmp_path, mesh=None, samples=None, scorer=None, **overrides):
     path, proc = tiny
     cfg = load_config(
         "configs/demo.yaml",
@@ -59,7 +59,8 @@ def make_trainer(tiny, tmp_path, mesh=None, **overrides):
         ],
     )
     model = qwen2_5_vl.from_pretrained(path)
-    return GRPOTrainer(cfg, model, proc, synthetic_samples(), out_dir=tmp_path, mesh=mesh)
+    samples = synthetic_samples() if samples is None else samples
+    return GRPOTrainer(cfg, model, proc, samples, out_dir=tmp_path, mesh=mesh, scorer=scorer)
 
 
 def flat(params):

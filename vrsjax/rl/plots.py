@@ -15,7 +15,7 @@ def plot_history(history: list[dict], path: str | Path) -> Path:
     steps = [m["step"] for m in history]
     panels = {
         "reward components (mean)": sorted(k for k in history[0] if k.startswith("reward/") and k.endswith("_mean")),
-        "KL to the reference": [k for k in ("actor/kl_loss",) if k in history[0]],
+        "KL to the reference": [k for k in ("actor/kl_loss", "actor/kl_penalty") if k in history[0]],
         "entropy": [k for k in ("actor/entropy",) if k in history[0]],
         "policy": [k for k in ("actor/pg_loss", "actor/clipfrac", "actor/grad_norm") if k in history[0]],
         "response length": [k for k in ("response/length_mean", "response/length_max") if k in history[0]],
@@ -26,7 +26,8 @@ def plot_history(history: list[dict], path: str | Path) -> Path:
             ax.plot(steps, [m[key] for m in history], marker="o", ms=3, label=key.split("/", 1)[1])
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if keys:
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)

@@ -14,7 +14,14 @@ import jax
 import numpy as np
 
 from vrsjax.config import Config, load_config
-from vrsjax.rl.trainer import GRPOSample, GRPOTrainer, sam2_propagate_for, veason_reward, xmem_propagate_for
+from vrsjax.rl.trainer import (
+    GRPOSample,
+    GRPOTrainer,
+    sam2_propagate_for,
+    sample_from_example,
+    veason_reward,
+    xmem_propagate_for,
+)
 
 
 class VeasonSamples(Sequence):
@@ -30,14 +37,7 @@ class VeasonSamples(Sequence):
         from vrsjax.data.examples import train_example
 
         ex = train_example(self.dataset[i], np.random.default_rng([self.seed, i]), self.num_frames, self.size)
-        return GRPOSample(
-            f"{ex['video']}/{ex['exp_id']}",
-            ex["expression"],
-            ex["frames"],
-            list(ex["frame_ids"]),
-            ex["gt_masks"],
-            ex["gt_boxes"],
-        )
+        return sample_from_example(ex)
 
 
 def build(cfg: Config, out_dir: str | Path | None = None) -> GRPOTrainer:
@@ -96,8 +96,11 @@ def main(overrides: list[str]) -> Path:
         )
     else:
         print("GRPO: Veason-R1 reward without the SAM2 consistency term (worker.reward.sam2_config is null)")
-    history = trainer.train(resume=cfg.trainer.load_checkpoint_path is not None)
+    # EasyR1 HEAD: resume from trainer.load_checkpoint_path, else (find_last_checkpoint) from this run's newest
+    resume = cfg.trainer.load_checkpoint_path is not None or cfg.trainer.find_last_checkpoint
+    history = trainer.train(resume=resume)
     trainer.save()
+    trainer.close()
     out = trainer.policy()
     exported = merge_lora(out).save_pretrained(trainer.out_dir / "hf")
     last = history[-1] if history else {}

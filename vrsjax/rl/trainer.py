@@ -5,17 +5,26 @@ prompt), scores them, normalises scores within each group, recomputes the old lo
 and the reference log-probs with a frozen copy of the initial policy, then runs `ppo_epochs` passes over
 mini-batches of `global_batch_size * n` responses, accumulating exact token-mean gradients over micro-batches of
 `micro_batch_size_per_device_for_update * data-parallel devices`. A step whose gradient is not finite is skipped
-and counted; `max_consecutive_skips` in a row stop training with a clear message. Checkpoints (orbax) hold the
-parameters, optimizer state, step, data position and config, so `resume=True` continues with the next step
-exactly as an uninterrupted run would.
+and counted; `max_consecutive_skips` in a row stop training with a clear message.
+
+EasyR1's options: KL in the loss (`worker.actor.use_kl_loss`) or subtracted from the scores with a fixed or adaptive
+coefficient (`algorithm.kl_*`); online filtering of groups by mean score (`algorithm.online_filtering`, sampling
+more prompts, at most `trainer.max_try_make_batch` rollouts); old log-probs recomputed or taken from the rollout
+(`worker.actor.use_rollout_log_probs`). Rewards are scored in a background thread while the old and reference
+log-probs run. Checkpoints (orbax, asynchronous, atomic, the newest `trainer.save_limit` kept) hold the parameters,
+optimizer state, reference, step, data position (or a grain iterator's state), the rollout PRNG counter, the KL
+coefficient and the config, so a killed run resumes with the next step exactly as an uninterrupted run would.
+Metrics per step go to out_dir/metrics.jsonl and, with `tensorboard` in trainer.logger, to out_dir/tensorboard.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
+import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +38,13 @@ from tqdm import tqdm
 from vrsjax import rollout
 from vrsjax.config import Config, batch_per_device, to_dict
 from vrsjax.layers.lora import LoRAParam, add_lora
+from vrsjax.parallel.data import batch_sharding
 from vrsjax.parallel.rules import shard_model
 from vrsjax.processing.prompts import veason_prompt
 from vrsjax.rewards import veason
-from vrsjax.rl import grpo
+from vrsjax.rl import flops, grpo
 from vrsjax.rl.plots import plot_history
+from vrsjax.rl.reward_shaping import KLController, filter_values, kept_groups, kl_penalised_scores
 from vrsjax.rl.sequences import prompt_data, sequence_inputs
 from vrsjax.rl.update import (
     apply_grads,
@@ -116,21 +127,59 @@ class NonFiniteError(RuntimeError):
     pass
 
 
+def sample_from_example(ex: dict) -> GRPOSample:
+    """A Veason-R1 training example (`vrsjax.data.examples.train_example`, or one item of the grain pipeline
+    `vrsjax.data.pipeline.train_dataset`) -> GRPOSample."""
+    return GRPOSample(
+        f"{ex['video']}/{ex['exp_id']}",
+        ex["expression"],
+        ex["frames"],
+        [int(i) for i in ex["frame_ids"]],
+        ex["gt_masks"],
+        ex["gt_boxes"],
+    )
+
+
+@dataclasses.dataclass
+class _Batch:
+    """The step's training batch: samples [B], the rollout's B * n rows, and the reward components (or the
+    future that computes them in the background)."""
+
+    samples: list[GRPOSample]
+    out: rollout.RolloutOutput
+    parts: list[dict[str, float]] | None = None
+    pending: concurrent.futures.Future | None = None
+    tries: int = 1
+    dropped: int = 0
+
+
 class GRPOTrainer:
     def __init__(
         self,
         config: Config,
         model,
         processor,
-        samples: Sequence[GRPOSample],
+        samples,
         *,
         reward_fn: RewardFn | None = None,
         out_dir: str | Path | None = None,
         max_consecutive_skips: int = 5,
         mesh=None,
+        peak_flops: float | None = None,
+        scorer=None,
     ):
-        self.cfg, self.model, self.processor, self.samples = config, model, processor, samples
+        """`samples`: a sequence of GRPOSample (indexed by a checkpointed position, reshuffled each epoch by
+        data.seed), or an iterator with grain's get_state/set_state (e.g. `iter(train_dataset(...))`) yielding
+        GRPOSamples, examples or lists of them. `peak_flops`: one device's peak FLOP/s for the MFU estimate
+        (default: `vrsjax.rl.flops.PEAK_FLOPS` for the device kind; MFU is not reported when unknown).
+        `scorer`: a `vrsjax.rewards.scorer.RewardScorer` to score with instead of `reward_fn` (its registered reward
+        on each group, SAM2 in process or in worker processes); its scores are totals (`reward/overall_*`)."""
+        self.cfg, self.model, self.processor = config, model, processor
+        self.samples, self.data_iter = samples, None
+        if not hasattr(samples, "__getitem__"):
+            self.data_iter = samples if hasattr(samples, "get_state") else iter(samples)
         self.reward_fn = reward_fn or veason_reward()
+        self.scorer = scorer
         self.out_dir = Path(out_dir or config.trainer.save_checkpoint_path)
         self.max_consecutive_skips = max_consecutive_skips
         actor = config.worker.actor
@@ -143,14 +192,23 @@ class GRPOTrainer:
         if mesh is not None:  # parameters (and so gradients and optimizer state) placed by the logical-axis rules
             model = shard_model(model, mesh)
         self.mesh = mesh
+        # the reference policy serves the KL in the loss, or in the reward (EasyR1: use_kl_loss=false, kl_coef)
+        algo = config.algorithm
+        kl_in_reward = not actor.use_kl_loss and (algo.kl_coef > 0 or algo.kl_type == "adaptive")
+        self.kl_ctrl = KLController.from_config(config.algorithm) if kl_in_reward else None
+        need_ref = actor.use_kl_loss or kl_in_reward
         if actor.lora_rank > 0:  # LoRA: only the adapters train; the reference is the base (adapters disabled)
             add_lora(model, actor.lora_rank, actor.lora_alpha, actor.lora_target, seed=config.data.seed)
             self.graphdef, self.params, self.frozen = nnx.split(model, LoRAParam, ...)
             disable = lambda path, x: jnp.zeros_like(x) if "lora_b" in jax.tree_util.keystr(path) else jnp.copy(x)  # noqa: E731
-            self.ref_params = jax.tree_util.tree_map_with_path(disable, self.params) if actor.use_kl_loss else None
+            self.ref_params = jax.tree_util.tree_map_with_path(disable, self.params) if need_ref else None
         else:
             self.graphdef, self.params, self.frozen = nnx.split(model, nnx.Param, ...)
-            self.ref_params = jax.tree.map(jnp.copy, self.params) if actor.use_kl_loss else None
+            # EasyR1 keeps the reference in bfloat16 unless worker.actor.fsdp.torch_dtype names a dtype
+            ref_dtype = jnp.dtype(actor.fsdp.param_dtype("ref"))
+            # a fresh buffer either way: the actor's parameters are donated to the optimizer step
+            as_ref = lambda x: jnp.copy(x) if x.dtype == ref_dtype else x.astype(ref_dtype)  # noqa: E731
+            self.ref_params = jax.tree.map(as_ref, self.params) if need_ref else None
         self.opt_state = self.optimizer.init(self.params)
         self.loss_config = grpo.LossConfig(
             clip_low=actor.clip_low,
@@ -161,18 +219,59 @@ class GRPOTrainer:
             kl_coef=actor.kl_loss_coef if actor.use_kl_loss else 0.0,
             kl_kind=actor.kl_loss_type,
         )
+        self.remat = actor.model.enable_gradient_checkpointing
         self.step_count, self.data_position, self.skips_in_a_row, self.skipped = 0, 0, 0, 0
+        self.loaded = 0  # samples this process read from the data (its shard)
+        self.rollouts = 0  # rollouts sampled so far: the PRNG state (rollout seed = f(worker.rollout.seed, this))
+        self.model_flops = flops.ModelFlops.from_config(self.model.config)
+        device = jax.devices()[0]
+        self.peak_flops = peak_flops or flops.peak_flops(device.device_kind, actor.fsdp.mp_param_dtype)
+        self._checkpoints: ocp.CheckpointManager | None = None
+        self._reward_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._tb = None
 
     # ------------------------------------------------------------------------------------------------- data
 
     def _next_prompts(self) -> list[GRPOSample]:
-        """rollout_batch_size samples, reshuffled every epoch by data.seed (the position is checkpointed)."""
-        out = []
-        for _ in range(self.cfg.data.rollout_batch_size):
+        """rollout_batch_size samples: from the grain iterator, or by position, reshuffled every epoch by
+        data.seed (the position, or the iterator's state, is checkpointed). With several processes each loads
+        its own share (prompt i on process i % count; an iterator gives each process batch / count) and the
+        shares are exchanged, so every process holds the step's prompts in the same order."""
+        count, procs = self.cfg.data.rollout_batch_size, jax.process_count()
+        if self.data_iter is not None:
+            if count % procs:
+                raise ValueError(f"data.rollout_batch_size={count} must divide over the {procs} processes")
+            local = dict(enumerate(self._from_iterator(count // procs)))
+            shares = _exchange(local)
+            self.data_position += count - count // procs  # the other processes' draws
+            return [shares[p][i] for p in range(procs) for i in range(count // procs)]
+        indices = []
+        for _ in range(count):
             epoch, index = divmod(self.data_position, len(self.samples))
             order = np.random.default_rng([self.cfg.data.seed, epoch]).permutation(len(self.samples))
-            out.append(self.samples[int(order[index]) if self.cfg.data.shuffle else index])
+            indices.append(int(order[index]) if self.cfg.data.shuffle else index)
             self.data_position += 1
+        if procs == 1:
+            self.loaded += count
+            return [self.samples[i] for i in indices]
+        mine = {k: self.samples[i] for k, i in enumerate(indices) if k % procs == jax.process_index()}
+        self.loaded += len(mine)
+        merged = {k: v for share in _exchange(mine) for k, v in share.items()}
+        return [merged[k] for k in range(count)]
+
+    def _from_iterator(self, count: int) -> list[GRPOSample]:
+        out: list[GRPOSample] = []
+        while len(out) < count:
+            item = next(self.data_iter)
+            items = item if isinstance(item, list) else [item]
+            out += [x if isinstance(x, GRPOSample) else sample_from_example(x) for x in items]
+            self.data_position += len(items)
+        if len(out) != count:  # a batch was split: its rest would be lost on resume
+            raise ValueError(
+                f"the data iterator yields batches of {len(items)} that do not add up to data.rollout_batch_size="
+                f"{count} (per process); make the pipeline's batch_size divide it (or yield single examples)"
+            )
+        self.loaded += len(out)
         return out
 
     def _prompt_text(self, sample: GRPOSample) -> str:
@@ -183,52 +282,142 @@ class GRPOTrainer:
     # ------------------------------------------------------------------------------------------------- step
 
     def step(self) -> dict[str, Any]:
-        cfg, n, times = self.cfg, self.n, {}
+        cfg, n, actor = self.cfg, self.n, self.cfg.worker.actor
+        times = {"rollout": 0.0, "reward": 0.0}
+        t_step = time.perf_counter()
+        batch = self._make_batch(times)
+        samples, out = batch.samples, batch.out
+        prompts = [
+            prompt_data(self.model.config, self.processor(text=[self._prompt_text(s)], images=list(s.frames)))
+            for s in samples
+        ]
+        rows = np.repeat(np.arange(len(samples)), n)
+
+        t0 = time.perf_counter()  # the reward runs in the background meanwhile
+        micro = actor.micro_batch_size_per_device_for_experience * self.devices
+        if actor.use_rollout_log_probs:
+            old = np.asarray(out.logprobs, np.float32)
+        else:
+            old = self._log_probs(self.params, prompts, rows, out, micro)
+        ref = None if self.ref_params is None else self._log_probs(self.ref_params, prompts, rows, out, micro)
+        times["log_probs"] = time.perf_counter() - t0
+
         t0 = time.perf_counter()
-        samples = self._next_prompts()
+        if batch.pending is not None:
+            batch.parts, times["reward"] = batch.pending.result()
+        times["reward_wait"] = time.perf_counter() - t0
+        parts = batch.parts
+        scores = np.array([sum(p.values()) for p in parts], np.float32)
+        extra = {"filter/tries": batch.tries, "filter/dropped_groups": batch.dropped}
+        shaped = scores
+        if self.kl_ctrl is not None:  # KL in the reward (EasyR1's apply_kl_penalty), from the old log-probs
+            shaped, kl_metrics = kl_penalised_scores(scores, old, ref, out.mask, self.kl_ctrl, cfg.algorithm.kl_penalty)
+            extra |= kl_metrics
+        adv = np.asarray(grpo.group_advantages(shaped, rows, norm_by_std=cfg.algorithm.norm_adv_by_std_in_grpo))
+
+        t0 = time.perf_counter()
+        update = self._update(prompts, rows, out, old, ref, adv)
+        times["update"] = time.perf_counter() - t0
+        times["step"] = time.perf_counter() - t_step
+        self.step_count += 1
+        return self._metrics(parts, scores, adv, out, update, times, prompts) | extra
+
+    def _make_batch(self, times: dict[str, float]) -> _Batch:
+        """Roll out rollout_batch_size prompts. Without online filtering the reward starts in the background;
+        with it (EasyR1's _make_batch_data) groups whose mean filter score is outside (filter_low, filter_high) are
+        dropped and more prompts rolled out until the batch is full, at most trainer.max_try_make_batch times."""
+        cfg, n, algo = self.cfg, self.n, self.cfg.algorithm
+        want = cfg.data.rollout_batch_size
+        samples, outs, parts, tries, dropped = [], [], [], 0, 0
+        while True:
+            tries += 1
+            new = self._next_prompts()
+            t0 = time.perf_counter()
+            out = self._rollout(new)
+            times["rollout"] += time.perf_counter() - t0
+            if not algo.online_filtering:
+                return _Batch(new, out, pending=self._submit(out.texts, new))
+            new_parts, seconds = self._score(out.texts, new)
+            times["reward"] += seconds
+            keep = kept_groups(filter_values(new_parts, algo.filter_key), n, algo.filter_low, algo.filter_high)
+            if not keep.any():  # as EasyR1: a rollout with no usable group means the data or the range is wrong
+                raise RuntimeError(
+                    f"online filtering kept no group of rollout {tries} (step {self.step_count}): every group's mean "
+                    f"{algo.filter_key} is outside ({algo.filter_low}, {algo.filter_high}); check the data and reward, "
+                    "or widen algorithm.filter_low / filter_high"
+                )
+            dropped += int((~keep).sum())
+            rows = np.repeat(keep, n)
+            samples += [s for s, k in zip(new, keep, strict=True) if k]
+            outs.append(_take_rows(out, rows))
+            parts += [p for p, k in zip(new_parts, rows, strict=True) if k]
+            if len(samples) >= want:
+                out = _concat(outs)
+                rows = slice(0, want * n)
+                return _Batch(samples[:want], _take_rows(out, rows), parts[: want * n], tries=tries, dropped=dropped)
+            limit = cfg.trainer.max_try_make_batch
+            if limit > 0 and tries >= limit:
+                raise RuntimeError(
+                    f"online filtering: {len(samples)} of {want} groups kept after {tries} rollouts "
+                    f"(trainer.max_try_make_batch={limit}); check the data and reward, widen "
+                    "algorithm.filter_low / filter_high, or raise the limit (-1 = none)"
+                )
+
+    def _rollout(self, samples: list[GRPOSample]) -> rollout.RolloutOutput:
+        cfg, ro = self.cfg, self.cfg.worker.rollout
         texts = [self._prompt_text(s) for s in samples]
         frames = [f for s in samples for f in s.frames]
         batch = self.processor(
             text=texts, images=frames, padding="bucket", max_prompt_length=cfg.data.max_prompt_length
         )
-        prompts = [
-            prompt_data(self.model.config, self.processor(text=[t], images=list(s.frames)))
-            for t, s in zip(texts, samples, strict=True)
-        ]
         model = nnx.merge(self.graphdef, self.params, self.frozen)
-        ro = cfg.worker.rollout
         out = rollout.generate(
             model,
             batch,
-            n=n,
+            n=self.n,
             max_new_tokens=cfg.data.max_response_length,
             temperature=ro.temperature,
             top_p=ro.top_p,
             top_k=max(ro.top_k, 0),
-            seed=ro.seed * 1_000_003 + self.step_count,
+            seed=ro.seed * 1_000_003 + self.rollouts,
             processor=self.processor,
         )
-        times["rollout"] = time.perf_counter() - t0
+        self.rollouts += 1
+        return out
 
-        t0 = time.perf_counter()
-        parts = [self.reward_fn(text, samples[i // n]) for i, text in enumerate(out.texts)]
-        scores = np.array([sum(p.values()) for p in parts], np.float32)
-        rows = np.repeat(np.arange(len(samples)), n)
-        adv = np.asarray(grpo.group_advantages(scores, rows, norm_by_std=cfg.algorithm.norm_adv_by_std_in_grpo))
-        times["reward"] = time.perf_counter() - t0
+    def _score(self, texts: list[str], samples: list[GRPOSample]) -> tuple[list[dict[str, float]], float]:
+        """Reward components of every response (row i answers samples[i // n]) and the seconds it took."""
+        return self._submit(texts, samples).result()
 
+    def _submit(self, texts: list[str], samples: list[GRPOSample]) -> concurrent.futures.Future:
+        """Start scoring in the background (the reward thread, or the RewardScorer's queue); -> a future of
+        (components per response, seconds)."""
         t0 = time.perf_counter()
-        micro = cfg.worker.actor.micro_batch_size_per_device_for_experience * self.devices
-        old, ref = self._log_probs(self.params, prompts, rows, out, micro), None
-        if self.ref_params is not None:
-            ref = self._log_probs(self.ref_params, prompts, rows, out, micro)
-        times["log_probs"] = time.perf_counter() - t0
+        if self.scorer is None:
 
-        t0 = time.perf_counter()
-        update = self._update(prompts, rows, out, old, ref, adv)
-        times["update"] = time.perf_counter() - t0
-        self.step_count += 1
-        return self._metrics(parts, scores, adv, out, update, times)
+            def score() -> tuple[list[dict[str, float]], float]:
+                parts = [self.reward_fn(text, samples[i // self.n]) for i, text in enumerate(texts)]
+                return parts, time.perf_counter() - t0
+
+            return self._pool().submit(score)
+        from vrsjax.rewards.scorer import RewardGroup
+
+        groups = [
+            RewardGroup(
+                texts[g * self.n : (g + 1) * self.n],
+                {"gt_masks": s.gt_masks, "gt_boxes": s.gt_boxes, "frame_ids": s.frame_ids},
+                frames=s.frames,
+            )
+            for g, s in enumerate(samples)
+        ]
+        pending = self.scorer.submit(groups)
+        collect = lambda: ([{"overall": float(v)} for v in pending.result().scores], time.perf_counter() - t0)  # noqa: E731
+        return self._pool().submit(collect)
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._reward_pool is None:
+            self._reward_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vrsjax-reward")
+        return self._reward_pool
 
     def _log_probs(self, params, prompts, rows, out, micro) -> np.ndarray:
         temperature = self.cfg.worker.rollout.temperature or 1.0
@@ -287,9 +476,15 @@ class GRPOTrainer:
     def _micro_grads(self, prompts, rows, out, us, old, ref, adv, num_tokens, num_seqs, micro):
         temperature = self.cfg.worker.rollout.temperature or 1.0
         ref_us = ref[us] if ref is not None else old[us]
-        common = dict(temperature=temperature, loss_config=self.loss_config)
+        common = dict(temperature=temperature, loss_config=self.loss_config, remat=self.remat)
         if self._shared(micro):
             _, tokens, mask, shared, next_pos = self._groups(prompts, rows, out, us)
+            g = len(next_pos)  # groups: the batch dimension of the shared pass
+            shared = self._place_inputs(shared)
+            tokens, mask, next_pos = self._place(tokens, mask, next_pos)
+            old_us, ref_us, adv_us = (
+                self._place(a.reshape(g, -1))[0].reshape(a.shape) for a in (old[us], ref_us, adv[us])
+            )
             return shared_micro_grads(
                 self.graphdef,
                 self.params,
@@ -298,29 +493,47 @@ class GRPOTrainer:
                 tokens,
                 mask,
                 next_pos,
-                old[us],
+                old_us,
                 ref_us,
-                jnp.asarray(adv[us]),
+                adv_us,
                 num_tokens,
                 num_seqs,
                 **common,
             )
-        inputs = sequence_inputs(self.model.config, prompts, rows[us], out.tokens[us], out.mask[us])
+        inputs = self._place_inputs(sequence_inputs(self.model.config, prompts, rows[us], out.tokens[us], out.mask[us]))
+        tokens, mask, old_us, ref_us, adv_us = self._place(out.tokens[us], out.mask[us], old[us], ref_us, adv[us])
         return micro_grads(
             self.graphdef,
             self.params,
             self.frozen,
             inputs,
-            out.tokens[us],
-            out.mask[us],
-            old[us],
+            tokens,
+            mask,
+            old_us,
             ref_us,
-            jnp.asarray(adv[us]),
+            adv_us,
             num_tokens,
             num_seqs,
             prompt_len=_prompt_len(inputs, out),
             **common,
         )
+
+    def _place(self, *arrays) -> list:
+        """Rows over the mesh's batch axes (data, fsdp) when they split evenly, else replicated (jnp arrays)."""
+        out = []
+        for a in arrays:
+            a = np.asarray(a)
+            try:
+                sharding = None if self.mesh is None else batch_sharding(self.mesh, a.shape[0], a.ndim)
+            except ValueError:  # fewer rows than batch shards (e.g. one group per micro-batch): replicate
+                sharding = None
+            out.append(jnp.asarray(a) if sharding is None else jax.device_put(a, sharding))
+        return out
+
+    def _place_inputs(self, inputs):
+        """ModelInputs with the row-indexed arrays placed like the batch (positions are [3, B, L])."""
+        ids, att, src = self._place(inputs.input_ids, inputs.attention_mask, inputs.vision_src)
+        return dataclasses.replace(inputs, input_ids=ids, attention_mask=att, vision_src=src)
 
     def _shared(self, micro: int) -> bool:
         """Shared-prompt passes need whole groups in each micro-batch (and one response token to predict)."""
@@ -353,7 +566,7 @@ class GRPOTrainer:
                 "lower worker.actor.optim.lr, check the rewards for NaN, or train in float32"
             )
 
-    def _metrics(self, parts, scores, adv, out, update, times) -> dict[str, Any]:
+    def _metrics(self, parts, scores, adv, out, update, times, prompts) -> dict[str, Any]:
         lengths = out.lengths
         tokens = float(out.mask.sum())
         m: dict[str, Any] = {
@@ -375,83 +588,205 @@ class GRPOTrainer:
         for k, v in update.items():
             m[f"actor/{k}"] = float(np.mean(v))
         m |= {f"time/{k}": v for k, v in times.items()}
-        m["perf/tokens_per_s"] = tokens / max(sum(times.values()), 1e-9)
+        m["perf/tokens_per_s"] = tokens / max(times["step"], 1e-9)
+        return m | self._flops_metrics(prompts, lengths, times)
+
+    def _flops_metrics(self, prompts, lengths, times) -> dict[str, float]:
+        """Estimated model FLOPs per phase (vrsjax.rl.flops) and MFU of the step and of the update."""
+        actor = self.cfg.worker.actor
+        micro = actor.micro_batch_size_per_device_for_update * self.devices
+        patches = sum(0 if p.patches is None else int(np.prod(p.grids, axis=1).sum()) for p in prompts)
+        phases = flops.step_flops(
+            self.model_flops,
+            np.array([len(p.ids) for p in prompts]),
+            lengths,
+            self.n,
+            patches,
+            shared_prompt=self._shared(micro),
+            forward_passes=int(not actor.use_rollout_log_probs) + int(self.ref_params is not None),
+            update_passes=actor.ppo_epochs,
+        )
+        total = sum(phases.values())
+        devices = len(jax.devices())
+        m = {"perf/tflops_step": total / 1e12, "perf/tflops_per_s": total / max(times["step"], 1e-9) / 1e12}
+        if self.peak_flops:
+            m["perf/mfu"] = flops.mfu(total, times["step"], devices, self.peak_flops)
+            m["perf/mfu_update"] = flops.mfu(phases["update"], times["update"], devices, self.peak_flops)
         return m
 
     # ------------------------------------------------------------------------------------------------- loop
 
     def train(self, steps: int | None = None, *, resume: bool = False, save_every: int | None = None) -> list[dict]:
-        """Run `steps` (default trainer.max_steps) steps, logging JSONL to out_dir/metrics.jsonl."""
+        """Run up to `steps` (default trainer.max_steps) steps in all, logging to out_dir (metrics.jsonl, and
+        tensorboard/ when trainer.logger lists it); process 0 alone writes logs. Checkpoints every
+        `save_every` (default trainer.save_freq) steps, asynchronously; all are written when this returns."""
         if resume:
             self.restore()
         steps = steps or self.cfg.trainer.max_steps
         save_every = save_every or (self.cfg.trainer.save_freq if self.cfg.trainer.save_freq > 0 else None)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        main = jax.process_index() == 0
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         history = []
         log = self.out_dir / "metrics.jsonl"
-        with tqdm(total=steps, desc="GRPO", disable=jax.process_index() != 0) as bar:
-            while self.step_count < steps:
-                m = self.step()
-                history.append(m)
-                if jax.process_index() == 0:
-                    with log.open("a") as f:
-                        f.write(json.dumps(m) + "\n")
-                bar.set_postfix(score=f"{m['reward/score_mean']:.3f}", kl=f"{m.get('actor/kl_loss', 0):.4f}")
-                bar.update(1)
-                if save_every and self.step_count % save_every == 0:
-                    self.save()
-        if history and jax.process_index() == 0:
+        try:
+            with tqdm(total=steps, initial=min(self.step_count, steps), desc="GRPO", disable=not main) as bar:
+                while self.step_count < steps:
+                    m = self.step()
+                    history.append(m)
+                    if main:
+                        self._log(log, m)
+                    bar.set_postfix(score=f"{m['reward/score_mean']:.3f}", kl=f"{m.get('actor/kl_loss', 0):.4f}")
+                    bar.update(1)
+                    if save_every and self.step_count % save_every == 0:
+                        self.save(block=False)
+        finally:
+            self.wait()
+        if history and main:
             plot_history(history, self.out_dir / "curves.png")
         return history
 
-    def _manager(self) -> ocp.CheckpointManager:
-        keep = None if not self.cfg.trainer.remove_previous_ckpt else 1
-        return ocp.CheckpointManager(
-            self.out_dir.absolute() / "checkpoints", options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        )
+    def _log(self, path: Path, m: dict[str, Any]) -> None:
+        with path.open("a") as f:
+            f.write(json.dumps(m) + "\n")
+        if "tensorboard" in self.cfg.trainer.logger:
+            if self._tb is None:
+                from vrsjax.rl.tensorboard import SummaryWriter
 
-    def save(self) -> None:
-        """Params, optimizer state, the reference copy, step, data position and config (atomic, orbax)."""
+                self._tb = SummaryWriter(self.out_dir / "tensorboard")
+            self._tb.add_scalars(m, m["step"])
+
+    def _manager(self, directory: Path | None = None) -> ocp.CheckpointManager:
+        if directory is not None:  # another run's checkpoints (trainer.load_checkpoint_path): read once
+            return ocp.CheckpointManager(directory.absolute())
+        if self._checkpoints is None:
+            trainer = self.cfg.trainer
+            keep = 1 if trainer.remove_previous_ckpt else (None if trainer.save_limit == -1 else trainer.save_limit)
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
+            self._checkpoints = ocp.CheckpointManager(self.out_dir.absolute() / "checkpoints", options=options)
+        return self._checkpoints
+
+    def save(self, block: bool = True) -> None:
+        """Checkpoint at the current step: params, optimizer state, the reference copy, and as JSON the step, data
+        position or iterator state, rollout counter, skip count, KL coefficient and config. Orbax writes it in
+        the background and renames it into place when complete (atomic); `block` waits for that."""
         state = {"params": self.params, "opt_state": self.opt_state}
         if self.ref_params is not None:
             state["ref_params"] = self.ref_params
         meta = {
             "step": self.step_count,
             "data_position": self.data_position,
+            "data_iterator": _iterator_states(self.data_iter),
+            "rollouts": self.rollouts,
             "skipped": self.skipped,
+            "kl_coef": None if self.kl_ctrl is None else self.kl_ctrl.kl_coef,
             "config": to_dict(self.cfg),
         }
-        with self._manager() as manager:
+        manager = self._manager()
+        if self.step_count not in manager.all_steps():
             manager.save(
                 self.step_count,
                 args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
             )
+        if block:
             manager.wait_until_finished()
 
-    def restore(self) -> bool:
-        """Continue from the latest checkpoint in out_dir; False when there is none."""
-        with self._manager() as manager:
-            step = manager.latest_step()
-            if step is None:
-                return False
-            target = {"params": self.params, "opt_state": self.opt_state}
-            if self.ref_params is not None:
-                target["ref_params"] = self.ref_params
-            restored = manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
-            )
+    def wait(self) -> None:
+        """Block until every checkpoint started has been written."""
+        if self._checkpoints is not None:
+            self._checkpoints.wait_until_finished()
+
+    def restore(self, directory: str | Path | None = None) -> bool:
+        """Continue from the newest complete checkpoint in out_dir/checkpoints (or in `directory`, or
+        trainer.load_checkpoint_path's); False when there is none."""
+        directory = directory or self.cfg.trainer.load_checkpoint_path
+        if directory is not None:
+            directory = Path(directory)
+            directory = directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
+            manager = self._manager(directory)
+        else:
+            manager = self._manager()
+            manager.wait_until_finished()
+            manager.reload()
+        step = manager.latest_step()
+        if step is None:
+            return False
+        target = {"params": self.params, "opt_state": self.opt_state}
+        if self.ref_params is not None:
+            target["ref_params"] = self.ref_params
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+        )
         self.params, self.opt_state = restored["state"]["params"], restored["state"]["opt_state"]
         self.ref_params = restored["state"].get("ref_params", self.ref_params)
         meta = restored["meta"]
         self.step_count, self.data_position, self.skipped = meta["step"], meta["data_position"], meta["skipped"]
+        self.rollouts = meta.get("rollouts", self.step_count)
+        if self.kl_ctrl is not None and meta.get("kl_coef") is not None:
+            self.kl_ctrl.kl_coef = meta["kl_coef"]
+        if meta.get("data_iterator") is not None:
+            if self.data_iter is None or not hasattr(self.data_iter, "set_state"):
+                raise ValueError(f"checkpoint step {step} holds a data iterator's state; pass the same grain iterator")
+            states = meta["data_iterator"]
+            if len(states) != jax.process_count():
+                raise ValueError(
+                    f"checkpoint step {step} holds data iterator states of {len(states)} processes; resume with as many"
+                )
+            self.data_iter.set_state(json.loads(states[jax.process_index()]))
         return True
 
     def policy(self):
         """The current policy as a model (e.g. to `save_pretrained` at the end)."""
         return nnx.merge(self.graphdef, self.params, self.frozen)
 
+    def close(self) -> None:
+        """Finish pending checkpoints and stop the reward thread and the TensorBoard writer."""
+        self.wait()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None
+        if self._reward_pool is not None:
+            self._reward_pool.shutdown()
+            self._reward_pool = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
 
 _SHARES = ("loss", "pg_loss", "kl_loss", "entropy")
+
+
+def _iterator_states(iterator) -> list[str] | None:
+    """Every process's iterator state (JSON), in process order: orbax writes the metadata from process 0 only."""
+    if iterator is None or not hasattr(iterator, "get_state"):
+        return None
+    return _exchange(json.dumps(iterator.get_state(), sort_keys=True))
+
+
+def _exchange(value: Any) -> list[Any]:
+    """Every process's `value` (any picklable object), in process order; [value] with one process."""
+    if jax.process_count() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(pickle.dumps(value), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int64))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [pickle.loads(row[:size].tobytes()) for row, size in zip(gathered, sizes, strict=True)]  # noqa: S301 - our own processes
+
+
+def _take_rows(out: rollout.RolloutOutput, rows) -> rollout.RolloutOutput:
+    """The rollout's rows `rows` (a bool mask or a slice)."""
+    texts = None if out.texts is None else list(np.array(out.texts, dtype=object)[rows])
+    return rollout.RolloutOutput(out.tokens[rows], out.logprobs[rows], out.mask[rows], out.lengths[rows], texts)
+
+
+def _concat(outs: list[rollout.RolloutOutput]) -> rollout.RolloutOutput:
+    texts = None if outs[0].texts is None else [t for o in outs for t in o.texts]
+    arrays = [np.concatenate([getattr(o, k) for o in outs]) for k in ("tokens", "logprobs", "mask", "lengths")]
+    return rollout.RolloutOutput(*arrays, texts)
 
 
 def _prompt_len(inputs, out) -> int:

@@ -17,13 +17,31 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vrsjax.models.qwen2_5_vl.text import causal_padding_mask
 from vrsjax.rl import grpo, shared_prompt
 
 
-def _response_logits(graphdef, params, frozen, inputs, prompt_len: int, temperature: float) -> jax.Array:
+def _hidden_states(model, inputs, remat: bool) -> jax.Array:
+    """`model.hidden_states(inputs)`, with each decoder layer rematerialised in the backward pass when `remat`
+    (worker.actor.model.enable_gradient_checkpointing): only the layer inputs are kept, the rest is recomputed."""
+    if not remat:
+        return model.hidden_states(inputs)
+    text = model.model.language_model
+    cos, sin = text.rotary(inputs.position_ids)
+    mask = causal_padding_mask(inputs.attention_mask)
+    layer_fn = nnx.remat(lambda layer, x, cos, sin, mask: layer(x, cos, sin, mask)[0])
+    x = model.embed(inputs)
+    for layer in text.layers:
+        x = layer_fn(layer, x, cos, sin, mask)
+    return text.norm(x)
+
+
+def _response_logits(
+    graphdef, params, frozen, inputs, prompt_len: int, temperature: float, remat: bool = False
+) -> jax.Array:
     """float32[N, T, V] logits / temperature at the positions that predict each response token."""
     model = nnx.merge(graphdef, params, frozen)
-    hidden = model.hidden_states(inputs)[:, prompt_len - 1 : -1]
+    hidden = _hidden_states(model, inputs, remat)[:, prompt_len - 1 : -1]
     return model.logits(hidden).astype(jnp.float32) / temperature
 
 
@@ -34,7 +52,7 @@ def log_probs(graphdef, params, frozen, inputs, tokens, *, prompt_len: int, temp
     return grpo.token_log_probs(z, tokens), grpo.entropy_from_logits(z)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "prompt_len", "temperature", "loss_config"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "prompt_len", "temperature", "loss_config", "remat"))
 def micro_grads(
     graphdef,
     params,
@@ -51,11 +69,12 @@ def micro_grads(
     prompt_len: int,
     temperature: float,
     loss_config: grpo.LossConfig,
+    remat: bool = False,
 ):
     """-> (grads like params, loss, metrics) of one micro-batch's share of the mini-batch loss."""
 
     def loss_fn(p):
-        z = _response_logits(graphdef, p, frozen, inputs, prompt_len, temperature)
+        z = _response_logits(graphdef, p, frozen, inputs, prompt_len, temperature, remat)
         logp = grpo.token_log_probs(z, tokens)
         entropy = grpo.entropy_from_logits(z)
         return grpo.actor_loss(
@@ -81,7 +100,7 @@ def shared_log_probs(graphdef, params, frozen, prompts, tokens, mask, next_pos, 
     return grpo.token_log_probs(z, tokens), grpo.entropy_from_logits(z)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "temperature", "loss_config"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "temperature", "loss_config", "remat"))
 def shared_micro_grads(
     graphdef,
     params,
@@ -98,12 +117,14 @@ def shared_micro_grads(
     *,
     temperature: float,
     loss_config: grpo.LossConfig,
+    remat: bool = False,
 ):
     """`micro_grads` for whole groups ([B, n, T] responses of B prompts), each prompt run once."""
     b, n, t = tokens.shape
 
     def loss_fn(p):
-        z = shared_prompt.response_logits(nnx.merge(graphdef, p, frozen), prompts, tokens, mask, next_pos, temperature)
+        model = nnx.merge(graphdef, p, frozen)
+        z = shared_prompt.response_logits(model, prompts, tokens, mask, next_pos, temperature, remat=remat)
         flat = lambda a: a.reshape(b * n, t)  # noqa: E731
         logp, entropy = flat(grpo.token_log_probs(z, tokens)), flat(grpo.entropy_from_logits(z))
         return grpo.actor_loss(
