@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, SingleDeviceSharding
+from jax.sharding import PartitionSpec as P
 
 from vrsjax.models.qwen2_5_vl.text import causal_padding_mask
 from vrsjax.rl import grpo, shared_prompt
@@ -143,9 +145,36 @@ def shared_micro_grads(
     return grads, loss, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("optimizer",), donate_argnames=("params", "opt_state"))
 def apply_grads(params, opt_state, grads, *, optimizer: optax.GradientTransformation):
-    """One optimizer step, skipped (params and state unchanged) when the gradient is not finite."""
+    """One optimizer step, skipped (params and state unchanged) when the gradient is not finite.
+
+    Parameters and optimizer state come back with exactly the shardings they went in with (explicit
+    `out_shardings`): left to XLA, a spec such as P("fsdp", None) comes back as P("fsdp"), which is the same
+    layout under another name and makes every jitted pass that takes the parameters compile a second time."""
+    leaves, treedef = jax.tree.flatten((params, opt_state))
+    shardings = [getattr(leaf, "sharding", None) for leaf in leaves]
+    meshes = [s.mesh for s in shardings if isinstance(s, NamedSharding)]
+    # leaves on one device (e.g. AdamW's step count) are kept replicated over the mesh, so the next call matches
+    on_one = lambda s: s is None or isinstance(s, SingleDeviceSharding)  # noqa: E731
+    shardings = tuple(NamedSharding(meshes[0], P()) if on_one(s) else s for s in shardings) if meshes else None
+    if shardings is not None:  # put one-device leaves on the mesh now, so every call has the same input shardings
+        leaves = [
+            jax.device_put(x, s) if on_one(getattr(x, "sharding", None)) else x
+            for x, s in zip(leaves, shardings, strict=True)
+        ]
+        params, opt_state = jax.tree.unflatten(treedef, leaves)
+    step = _jitted_apply(optimizer, treedef, shardings)
+    return step(params, opt_state, grads)
+
+
+@functools.cache
+def _jitted_apply(optimizer: optax.GradientTransformation, treedef, shardings: tuple | None):
+    """One compiled optimizer step per optimizer, state structure and input shardings."""
+    out = None if shardings is None else (*jax.tree.unflatten(treedef, list(shardings)), None, None)
+    return jax.jit(functools.partial(_apply_grads, optimizer=optimizer), donate_argnums=(0, 1), out_shardings=out)
+
+
+def _apply_grads(params, opt_state, grads, *, optimizer: optax.GradientTransformation):
     norm = optax.tree.norm(grads)
     finite = jnp.isfinite(norm)
     grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
