@@ -11,7 +11,9 @@ import pytest
 from vrsjax import config as C
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
+RECIPES = sorted(
+    p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("sft_")
+)  # SFT: vrsjax.sft.config
 THIRD_PARTY = pathlib.Path("/tmp/research/yamls")
 
 # The shape of the Veason-R1 recipes (EasyR1 fork schema with Veason's data keys and engine keys), own values.

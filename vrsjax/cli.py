@@ -2,17 +2,18 @@
 
 vrsjax convert hf-to-vrsjax HF_DIR OUT_DIR [--dtype bfloat16] [--adapter LORA_DIR]
 vrsjax convert vrsjax-to-hf SRC_DIR OUT_DIR [--layout v5|legacy] [--dtype bfloat16] [--max-shard-gb 5]
-vrsjax demo [--out DIR]
+vrsjax demo [--out DIR] [--quick]   (CoT SFT + GRPO on synthetic videos; exit 1 if the learning check fails)
 vrsjax train-grpo config=configs/veason_r1_3b.yaml [dotted.key=value ...]
+vrsjax train-sft config=configs/sft_veason_3b.yaml [key=value ...]   (LLaMA-Factory keys; LoRA merged + HF export)
 vrsjax data synth --out DIR [--videos N] [--seed S] | data inspect DIR | data build DIR --out RECORDS
 vrsjax data subset META OUT --size N
 vrsjax data cot|difficulty --dataset DIR --out FILE --endpoint URL --model NAME   (teacher-model data)
 vrsjax serve --checkpoint DIR [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-request-mb 32]
+vrsjax plan config=RECIPE [key=value ...] [--devices 8] [--device h100|h200|v5p|v6e] [--model 3b|7b|DIR]
 vrsjax bench [--only NAME,...] [--quick] [--repeats N] [--out BENCHMARKS.md]   (from a repository checkout)
 vrsjax eval --dataset revos|mevis|reasonvos|refytvos|davis17|image --data DIR --pred DIR [--split S] [--out R.json]
 vrsjax infer --checkpoint DIR --video FILE|DIR --query "..." --out DIR [--pipeline veason|videoseg] [--sam2-...]
 vrsjax predict --dataset revos --data DIR --split valid --checkpoint DIR --out DIR [--limit N] [--batch-size B]
-vrsjax plan config=RECIPE [key=value ...] [--devices 8] [--device h100|h200|v5p|v6e] [--model 3b|7b|DIR]
 """
 
 from __future__ import annotations
@@ -39,12 +40,19 @@ def _convert(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from vrsjax import demo
 
-    demo.run(args.out)
-    return 0
+    result = demo.run(args.out, quick=args.quick)
+    return 1 if result["passed"] is False else 0
 
 
 def _train_grpo(args: argparse.Namespace) -> int:
     from vrsjax.rl import run
+
+    run.main(args.overrides)
+    return 0
+
+
+def _train_sft(args: argparse.Namespace) -> int:
+    from vrsjax.sft import run
 
     run.main(args.overrides)
     return 0
@@ -146,13 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--max-shard-gb", type=float, default=5.0, help="shard safetensors above this size")
     convert.set_defaults(func=_convert)
 
-    demo = sub.add_parser("demo", help="tiny checkpoint -> convert -> run the policy on a synthetic video")
+    demo = sub.add_parser("demo", help="CoT SFT then GRPO of a tiny policy on synthetic videos, J&F before/after")
     demo.add_argument("--out", default="demo_out", help="working directory (recreated)")
+    demo.add_argument("--quick", action="store_true", help="a few steps of each stage; no learning check (CI)")
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser("train-grpo", help="GRPO training from a recipe: config=configs/x.yaml key=value ...")
     train.add_argument("overrides", nargs="*", help="config=PATH and dotted overrides, e.g. worker.rollout.n=8")
     train.set_defaults(func=_train_grpo)
+
+    sft = sub.add_parser("train-sft", help="CoT SFT (full or LoRA) from a LLaMA-Factory recipe: config=x.yaml ...")
+    sft.add_argument("overrides", nargs="*", help="config=PATH and overrides, e.g. learning_rate=2e-4 lora_rank=16")
+    sft.set_defaults(func=_train_sft)
 
     data = sub.add_parser("data", help="synthetic data, dataset statistics, ArrayRecord builds")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -123,6 +123,11 @@ def relayout(src_dir: str | Path, dst_dir: str | Path, layout: str) -> Path:
     return dst_dir
 
 
+def tiny_special_ids(bpe_size: int = TINY_BPE_SIZE) -> dict[str, int]:
+    """Where the vision tokens, <|endoftext|> and <|im_end|> sit in a tiny vocabulary of bpe_size BPE entries."""
+    return {tok: i + bpe_size - TINY_BPE_SIZE for tok, i in TINY_SPECIAL_IDS.items()}
+
+
 def _tiny_corpus() -> list[str]:
     """Synthetic text the tiny BPE is trained on: prompt words, JSON answers, digits, unicode, whitespace runs."""
     words = (
@@ -142,10 +147,13 @@ def _tiny_corpus() -> list[str]:
     return lines
 
 
-def write_tiny_tokenizer(out_dir: str | Path) -> Path:
+def write_tiny_tokenizer(out_dir: str | Path, corpus: list[str] | None = None, bpe_size: int = TINY_BPE_SIZE) -> Path:
     """Write a byte-level BPE tokenizer (trained with `tokenizers` on synthetic text) with all 22 Qwen2.5 added
     tokens at `TINY_SPECIAL_IDS` + the rest of 298-319, and Qwen2.5-VL's tokenizer_config.json, chat template,
-    preprocessor_config.json (images) and video_preprocessor_config.json; returns the dir."""
+    preprocessor_config.json (images) and video_preprocessor_config.json; returns the dir.
+
+    `corpus` / `bpe_size`: train on this text with this many BPE entries instead (the demo's tokenizer); the added
+    tokens then follow at `tiny_special_ids(bpe_size)` (the same layout shifted by bpe_size - 298)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     from vrsjax.processing.chat import QWEN2_5_VL_CHAT_TEMPLATE
@@ -156,12 +164,14 @@ def write_tiny_tokenizer(out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     bpe = qwen2_pipeline(Tokenizer(models.BPE()))
     trainer = trainers.BpeTrainer(
-        vocab_size=TINY_BPE_SIZE, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=bpe_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
-    bpe.train_from_iterator(_tiny_corpus(), trainer)
+    bpe.train_from_iterator(_tiny_corpus() if corpus is None else corpus, trainer)
     spec = json.loads(bpe.to_str())
-    free = iter([298, 299, *range(306, 320)])
-    ids = {tok: TINY_SPECIAL_IDS.get(tok) or next(free) for tok, _ in QWEN2_5_ADDED_TOKENS}
+    shift = bpe_size - TINY_BPE_SIZE
+    free = iter([298 + shift, 299 + shift, *range(306 + shift, 320 + shift)])
+    placed = tiny_special_ids(bpe_size)
+    ids = {tok: placed.get(tok) or next(free) for tok, _ in QWEN2_5_ADDED_TOKENS}
     flags = dict(single_word=False, lstrip=False, rstrip=False, normalized=False)
     added = [{"id": ids[tok], "content": tok, **flags, "special": special} for tok, special in QWEN2_5_ADDED_TOKENS]
     spec["added_tokens"] = sorted(added, key=lambda t: t["id"])

@@ -24,12 +24,18 @@ class Linear(nnx.Module):
         self.dtype = dtype
         self.lora_a = self.lora_b = None  # LoRAParam [r, in] and [out, r] once `vrsjax.layers.lora.add_lora` ran
         self.lora_scale = 0.0
+        self.lora_dropout = 0.0  # dropout rate on the LoRA input (PEFT's lora_dropout), applied only with a key
+        self.lora_dropout_key = None  # a PRNG key set on a training copy of the model (vrsjax.sft); None = off
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.astype(self.dtype)
         y = jnp.dot(x, self.weight[...].astype(self.dtype).T)
         if self.lora_a is not None:
-            down = jnp.dot(x, self.lora_a[...].astype(self.dtype).T)
+            xa = x
+            if self.lora_dropout > 0.0 and self.lora_dropout_key is not None:
+                keep = jax.random.bernoulli(self.lora_dropout_key, 1.0 - self.lora_dropout, x.shape)
+                xa = jnp.where(keep, x / (1.0 - self.lora_dropout), 0.0).astype(x.dtype)
+            down = jnp.dot(xa, self.lora_a[...].astype(self.dtype).T)
             y = y + jnp.dot(down, self.lora_b[...].astype(self.dtype).T) * self.lora_scale
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)

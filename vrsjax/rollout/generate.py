@@ -28,6 +28,16 @@ from vrsjax.rollout.sampling import sample
 QWEN_STOP_TOKENS = (151645, 151643)  # <|im_end|>, <|endoftext|>
 
 
+def _default_stop(processor) -> tuple[int, ...]:
+    """<|im_end|> and <|endoftext|> as the processor's tokenizer numbers them (a small or retrained vocabulary puts
+    them elsewhere), else Qwen2.5's ids."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None:
+        return QWEN_STOP_TOKENS
+    ids = tuple(tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>"))
+    return ids if all(i is not None for i in ids) else QWEN_STOP_TOKENS
+
+
 @dataclasses.dataclass
 class RolloutOutput:
     """Row b*n + j is the j-th response to prompt b. tokens: int32[B*n, T]; logprobs: float32[B*n, T] (0 after the
@@ -58,7 +68,7 @@ def generate(
     mesh: Mesh | None = None,
 ) -> RolloutOutput:
     """`n` responses for each prompt of `batch` (HF processor keys, left-padded). Reproducible by `seed`."""
-    stop = tuple(QWEN_STOP_TOKENS if stop_token_ids is None else stop_token_ids)
+    stop = tuple(_default_stop(processor) if stop_token_ids is None else stop_token_ids)
     pad = (stop[-1] if stop else 0) if pad_token_id is None else pad_token_id
     inputs = prepare_inputs(model.config, **{k: v for k, v in batch.items() if k in MODEL_KEYS})
     next_pos = _validate(model.config, inputs, n, max_new_tokens, min_new_tokens, temperature, top_p, top_k)

@@ -1,0 +1,1 @@
+"""CoT supervised fine-tuning (LLaMA-Factory's recipe keys): config, conversation batches, the trainer, the CLI."""
