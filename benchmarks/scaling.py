@@ -183,8 +183,7 @@ def measure_mesh(label: str, axes: tuple[int, int, int], size: Size, model, nnx,
     from vrsjax.parallel.mesh import make_mesh
     from vrsjax.parallel.rules import shard_model
     from vrsjax.rl import grpo
-    from vrsjax.rl.update import apply_grads as apply_update
-    from vrsjax.rl.update import make_optimizer, micro_grads
+    from vrsjax.rl.update import make_optimizer, micro_grads, optimizer_step
 
     data, fsdp, tensor = axes
     devices = jax.devices()[: data * fsdp * tensor]
@@ -200,15 +199,9 @@ def measure_mesh(label: str, axes: tuple[int, int, int], size: Size, model, nnx,
         lambda x: x if isinstance(x.sharding, NamedSharding) else put_global(np.asarray(x), replicated),
         optimizer.init(params),
     )
-    # the step keeps the parameters and optimizer state where they are: without out_shardings XLA may return them
-    # with other (equivalent or not) shardings, and every change compiles the next call again
-    keep = (jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, opt_state))
-    apply_grads = jax.jit(
-        apply_update.__wrapped__,
-        static_argnames=("optimizer",),
-        donate_argnames=("params", "opt_state"),
-        out_shardings=(*keep, replicated, replicated),
-    )
+    # the jitted step behind vrsjax.rl.update.apply_grads: it keeps parameters and optimizer state on their input
+    # shardings, so it compiles once; called directly here so that its HLO can be read
+    apply_grads, params, opt_state = optimizer_step(params, opt_state, optimizer=optimizer)
     placed, b = place_batch(inputs, batch, mesh, size.rows)
     loss_config = grpo.get_loss_config("veason")
     counts = (jnp.sum(b["mask"]), jnp.float32(size.rows))
@@ -221,7 +214,7 @@ def measure_mesh(label: str, axes: tuple[int, int, int], size: Size, model, nnx,
 
     def apply_call(grads):
         # apply_grads donates params and optimizer state: keep the new ones for the next call
-        state["params"], state["opt"], norm, _ = apply_grads(state["params"], state["opt"], grads, optimizer=optimizer)
+        state["params"], state["opt"], norm, _ = apply_grads(state["params"], state["opt"], grads)
         jax.block_until_ready(norm)
 
     for _ in range(2):  # compile both (twice: a changed input sharding would compile again)
@@ -236,7 +229,7 @@ def measure_mesh(label: str, axes: tuple[int, int, int], size: Size, model, nnx,
         grad_times.append(t1 - t0)
         apply_times.append(time.perf_counter() - t1)
     hlo_g = micro_grads.lower(graphdef, state["params"], frozen, *rest, **static).compile().as_text()
-    hlo_a = apply_grads.lower(state["params"], state["opt"], grads, optimizer=optimizer).compile().as_text()
+    hlo_a = apply_grads.lower(state["params"], state["opt"], grads).compile().as_text()
     shares = {}
     for part, call, hlo in (("grads", grads_call, hlo_g), ("apply", lambda: apply_call(grads), hlo_a)):
         trace_dir = os.path.join(trace_root, f"{label}_{part}".replace(" ", "_").replace("=", ""))

@@ -151,6 +151,13 @@ def apply_grads(params, opt_state, grads, *, optimizer: optax.GradientTransforma
     Parameters and optimizer state come back with exactly the shardings they went in with (explicit
     `out_shardings`): left to XLA, a spec such as P("fsdp", None) comes back as P("fsdp"), which is the same
     layout under another name and makes every jitted pass that takes the parameters compile a second time."""
+    step, params, opt_state = optimizer_step(params, opt_state, optimizer=optimizer)
+    return step(params, opt_state, grads)
+
+
+def optimizer_step(params, opt_state, *, optimizer: optax.GradientTransformation):
+    """The jitted step `apply_grads` runs, `(params, opt_state, grads) -> (params, opt_state, norm, finite)`, and
+    params/opt_state placed for it (leaves on one device moved onto the mesh); for `.lower()` or timing loops."""
     leaves, treedef = jax.tree.flatten((params, opt_state))
     shardings = [getattr(leaf, "sharding", None) for leaf in leaves]
     meshes = [s.mesh for s in shardings if isinstance(s, NamedSharding)]
@@ -163,8 +170,7 @@ def apply_grads(params, opt_state, grads, *, optimizer: optax.GradientTransforma
             for x, s in zip(leaves, shardings, strict=True)
         ]
         params, opt_state = jax.tree.unflatten(treedef, leaves)
-    step = _jitted_apply(optimizer, treedef, shardings)
-    return step(params, opt_state, grads)
+    return _jitted_apply(optimizer, treedef, shardings), params, opt_state
 
 
 @functools.cache
