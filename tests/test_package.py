@@ -23,12 +23,3 @@ def test_cli_help(argv, capsys):
         main(argv)
     assert exit_info.value.code == 0
     assert "usage: vrsjax" in capsys.readouterr().out
-
-
-def test_demo_runs(tmp_path, capsys):
-    from vrsjax import demo
-
-    result = demo.run(tmp_path / "demo")
-    assert result["logits_shape"] == (1, 82, 320)
-    assert (tmp_path / "demo" / "exported_hf" / "model.safetensors").exists()
-    assert "[5/5]" in capsys.readouterr().out
