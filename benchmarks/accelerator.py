@@ -27,27 +27,28 @@ import numpy as np
 from report import accelerator, machine, repeats, skipped, versions, write_section
 
 TITLE = "Accelerator (MFU, decode roofline, SAM2)"
-# Dense bf16 peak (TFLOP/s) and HBM bandwidth (GB/s) per device, from the vendors' data sheets; matched against
-# jax's device_kind, most specific first.
-DEVICES = (
-    ("H100 PCIe", 756.0, 2000.0),
-    ("H100", 989.0, 3350.0),
-    ("H200", 989.0, 4800.0),
-    ("A100", 312.0, 2039.0),
-    ("L4", 121.0, 300.0),
-    ("TPU v6", 918.0, 1640.0),  # v6e ("TPU v6 lite")
-    ("TPU v5p", 459.0, 2765.0),
-    ("TPU v5", 197.0, 819.0),  # v5e ("TPU v5 lite")
-    ("TPU v4", 275.0, 1228.0),
+# HBM bandwidth (GB/s) per device, from the vendors' data sheets, matched against jax's device_kind, most specific
+# first; the peak FLOP/s come from vrsjax.rl.flops (the trainer's MFU uses the same table).
+HBM_GBPS = (
+    ("H100 PCIe", 2000.0),
+    ("H100", 3350.0),
+    ("H200", 4800.0),
+    ("A100", 2039.0),
+    ("L4", 300.0),
+    ("TPU v6", 1640.0),  # v6e ("TPU v6 lite")
+    ("TPU v5p", 2765.0),
+    ("TPU v5", 819.0),  # v5e ("TPU v5 lite")
+    ("TPU v4", 1228.0),
 )
 
 
 def device_peaks(kind: str) -> tuple[float, float] | None:
     """device_kind -> (peak bf16 FLOP/s, HBM bytes/s) per device, or None for an unknown device."""
-    for name, tflops, gbps in DEVICES:
-        if name.lower() in kind.lower():
-            return tflops * 1e12, gbps * 1e9
-    return None
+    from vrsjax.rl.flops import peak_flops
+
+    flops = peak_flops(kind, "bfloat16")
+    gbps = next((g for name, g in HBM_GBPS if name.lower() in kind.lower()), None)
+    return None if flops is None or gbps is None else (flops, gbps * 1e9)
 
 
 def model_3b(attention: str = "auto"):
@@ -210,7 +211,9 @@ def measure(quick: bool = False) -> str:
     rows, notes = [], []
     peaks = device_peaks(kind)
     if peaks is None:
-        notes.append(skipped(f"MFU and roofline: peak FLOP/s and bandwidth of `{kind}` unknown (add it to DEVICES)"))
+        notes.append(
+            skipped(f"MFU and roofline: peak FLOP/s and bandwidth of `{kind}` unknown (add it to PEAK_FLOPS, HBM_GBPS)")
+        )
     else:
         rows += train_step(quick, peaks[0])
         rows += decode(quick, peaks[1])
