@@ -21,15 +21,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vrsjax.argtypes import fraction, positive_float, positive_int
+
 
 def _convert(args: argparse.Namespace) -> int:
+    from vrsjax.errors import UserError
     from vrsjax.models.qwen2_5_vl import params
 
     if args.direction == "hf-to-vrsjax":
         out = params.convert_hf_to_vrsjax(args.src, args.dst, dtype=args.dtype or "float32", adapter_dir=args.adapter)
     else:
         if args.adapter:
-            raise SystemExit("--adapter is merged when converting hf-to-vrsjax")
+            raise UserError("--adapter is merged when converting hf-to-vrsjax; drop it for vrsjax-to-hf")
         out = params.convert_vrsjax_to_hf(
             args.src, args.dst, layout=args.layout, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 2**30)
         )
@@ -67,20 +70,17 @@ def _data(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from vrsjax.parallel import plan
 
-    try:
-        text, result = plan.run(
-            args.overrides,
-            devices=args.devices,
-            device=args.device,
-            model=args.model,
-            attention=args.attention,
-            vision_tokens=args.vision_tokens,
-            sam2=args.sam2,
-            headroom=args.headroom,
-            as_json=args.json,
-        )
-    except (ValueError, FileNotFoundError) as err:  # bad config, mesh or model: one line, no traceback
-        raise SystemExit(f"vrsjax plan: {err}") from err
+    text, result = plan.run(
+        args.overrides,
+        devices=args.devices,
+        device=args.device,
+        model=args.model,
+        attention=args.attention,
+        vision_tokens=args.vision_tokens,
+        sam2=args.sam2,
+        headroom=args.headroom,
+        as_json=args.json,
+    )
     print(text)
     return 0 if result.fits else 2
 
@@ -120,13 +120,10 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vrsjax.eval import evaluate, layout
+    from vrsjax.eval import evaluate
 
     options = dict(r_convention=args.r_convention, iou_convention=args.iou_convention, workers=args.workers)
-    try:
-        evaluate.run(args.dataset, args.data, args.pred, args.out, args.split, **options)
-    except (ValueError, FileNotFoundError, layout.BadPrediction) as err:  # bad input: one line naming the file
-        raise SystemExit(f"vrsjax eval: {err}") from err
+    evaluate.run(args.dataset, args.data, args.pred, args.out, args.split, **options)
     return 0
 
 
@@ -151,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="v5",
         help="HF key layout to write: v5 = model.language_model.*, legacy = model.*/visual.*",
     )
-    convert.add_argument("--max-shard-gb", type=float, default=5.0, help="shard safetensors above this size")
+    convert.add_argument(
+        "--max-shard-gb", type=positive_float, default=5.0, help="shard safetensors above this size (> 0)"
+    )
     convert.set_defaults(func=_convert)
 
     demo = sub.add_parser("demo", help="CoT SFT then GRPO of a tiny policy on synthetic videos, J&F before/after")
@@ -170,8 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="synthetic data, dataset statistics, ArrayRecord builds")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     synth = data_sub.add_parser("synth", help="write a synthetic dataset in the ReVOS layout (+ CoT SFT data)")
-    synth.add_argument("--out", required=True, help="output directory (recreated)")
-    synth.add_argument("--videos", type=int, default=8, help="number of videos")
+    synth.add_argument("--out", required=True, help="output folder: new, empty, or one vrsjax wrote before")
+    synth.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty folder, replacing only what synth writes"
+    )
+    synth.add_argument("--videos", type=positive_int, default=8, help="number of videos (at least 1)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument(
         "--layout",
@@ -213,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--checkpoint", required=True, help="HF-format Qwen2.5-VL directory (with tokenizer)")
     srv.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     srv.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    srv.add_argument("--max-batch", type=int, default=8, help="requests per generate call")
-    srv.add_argument("--max-request-mb", type=float, default=32.0, help="larger bodies get 413")
+    srv.add_argument("--max-batch", type=positive_int, default=8, help="requests per generate call")
+    srv.add_argument("--max-request-mb", type=positive_float, default=32.0, help="larger bodies get 413 (> 0)")
     srv.add_argument("--batch-window-ms", type=float, default=5.0, help="wait for more requests before a batch")
     srv.add_argument("--model-name", default=None, help="the model id clients send (default: the folder name)")
     srv.add_argument("--dtype", default="float32", help="float32|bfloat16")
@@ -228,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--attention", default="reference", choices=["reference", "xla", "cudnn", "splash"])
     plan.add_argument("--vision-tokens", type=int, default=None, help="per prompt (default: 400 per sampled frame)")
     plan.add_argument("--sam2", default="hiera_l", help="hiera_t|hiera_s|hiera_b+|hiera_l|none on the device")
-    plan.add_argument("--headroom", type=float, default=0.9, help="usable fraction of device memory")
+    plan.add_argument("--headroom", type=fraction, default=0.9, help="usable fraction of device memory, in (0, 1]")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(func=_plan)
 
@@ -259,9 +261,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Every command prints UserError (and its subclasses DataError, ConfigError, BadPrediction, ...) as one line. The
+# commands that only read files and flags also print these builtin errors as one line: there a ValueError or a missing
+# file is the user's input. train-grpo, train-sft, demo and bench run long jobs where one more likely is a bug, so
+# they keep its traceback (raise UserError there for what the user can fix).
+_BUILTIN_USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+_CHECKS_INPUT = {"convert", "data", "serve", "plan", "eval", "infer", "predict"}
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """'vrsjax data synth', 'vrsjax plan': the prefix of the one-line error."""
+    return " ".join(["vrsjax", args.command] + ([args.data_command] if args.command == "data" else []))
+
+
+def _add_debug(parser: argparse.ArgumentParser, default) -> None:
+    """--debug before or after the subcommand; SUPPRESS keeps a subparser from resetting the top-level value."""
+    parser.add_argument("--debug", action="store_true", default=default, help="show the traceback of an error")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug(child, argparse.SUPPRESS)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Runs one command. A user error ends it with one line on stderr and exit status 1 (SystemExit, as argparse
+    does for a bad flag); `--debug` re-raises it with its traceback."""
+    from vrsjax.errors import UserError
+
+    parser = build_parser()
+    _add_debug(parser, False)
+    args = parser.parse_args(argv)
+    caught = (UserError, *_BUILTIN_USER_ERRORS) if args.command in _CHECKS_INPUT else UserError
+    try:
+        return args.func(args)
+    except caught as err:
+        if args.debug:
+            raise
+        raise SystemExit(f"{_command_name(args)}: {_one_line(err)}") from err
+
+
+def _one_line(err: BaseException) -> str:
+    """The message on one line (a ConfigError lists its keys on several); an OSError keeps its file name."""
+    parts = [part.strip() for part in (str(err) or type(err).__name__).splitlines() if part.strip()]
+    return "".join(p if i == 0 else (" " if parts[i - 1].endswith(":") else "; ") + p for i, p in enumerate(parts))
 
 
 if __name__ == "__main__":

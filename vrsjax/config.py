@@ -28,8 +28,10 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from vrsjax.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A key is unknown, has the wrong type or an invalid value; the message names the dotted key."""
 
 

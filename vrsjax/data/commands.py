@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,15 +23,16 @@ def run(args: argparse.Namespace) -> int:
 def synth(args: argparse.Namespace) -> int:
     from vrsjax.data import synthetic
 
-    dataset = synthetic.write_dataset(args.out, num_videos=args.videos, seed=args.seed)
+    root = Path(args.out).resolve()  # resolved: `--out .` has a name for the --layout folders beside it
+    dataset = synthetic.write_dataset(root, num_videos=args.videos, seed=args.seed, overwrite=args.overwrite)
     expressions = sum(len(v.expressions) for v in dataset.videos.values())
     print(f"wrote {len(dataset.videos)} videos, {expressions} expressions (ReVOS layout) to {dataset.root}")
     if args.layout:
         from vrsjax.data.synthetic_layouts import write_layout
 
         for layout in args.layout:
-            out = dataset.root.parent / f"{dataset.root.name}_{layout}"
-            written = write_layout(dataset, layout, out)
+            out = root.parent / f"{root.name}_{layout}"
+            written = write_layout(dataset, layout, out, overwrite=args.overwrite)
             print(f"wrote {len(written)} expressions in the {layout} layout to {out}")
     return 0
 

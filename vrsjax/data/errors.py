@@ -9,12 +9,14 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from vrsjax.errors import UserError
+
 log = logging.getLogger("vrsjax.data")
 
 MAX_KEPT_MESSAGES = 20
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad dataset input: the message names dataset, video, expression and file, and says what to do."""
 
 

@@ -17,7 +17,6 @@ JPEG is lossy, so frames round-trip approximately; masks are returned by `write_
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from PIL import Image
 
 from vrsjax.data import transforms as T
 from vrsjax.data.masks import encode_rle
+from vrsjax.outdir import claim
 
 COLORS = {
     "red": (220, 40, 40),
@@ -109,6 +109,10 @@ class SyntheticDataset:
         return vid.object_masks[:, obj_ids]
 
 
+# What write_dataset writes at the top of its folder: all it may replace there.
+DATASET_WRITES = ("JPEGImages", "mask_dict.json", "mask_dict_foreground.json", "meta_expressions_*_.json", "sft")
+
+
 def write_dataset(
     out_dir: str | Path,
     num_videos: int = 8,
@@ -120,14 +124,18 @@ def write_dataset(
     jpeg_quality: int = 90,
     sft: bool = True,
     keep_arrays: bool = True,
+    scene=None,
+    overwrite: bool = False,
 ) -> SyntheticDataset:
-    """Write the dataset under out_dir (recreated). Every valid_every-th video goes to the valid split.
+    """Write the dataset under out_dir (claimed with vrsjax.outdir.claim: a non-empty folder that vrsjax did not
+    write is refused unless overwrite, and only DATASET_WRITES are replaced). Every valid_every-th video goes to the
+    valid split.
 
     num_frames: inclusive range of frames per video; size: (width, height) of every frame; keep_arrays: keep each
-    video's drawn frames and masks in the returned SyntheticDataset (turn off for large sets: memory).
+    video's drawn frames and masks in the returned SyntheticDataset (turn off for large sets: memory); scene:
+    `(rng, width, height, length) -> list[Shape]` that places the shapes (default: 2-4 shapes crossing the frame).
     """
-    out = Path(out_dir)
-    shutil.rmtree(out, ignore_errors=True)
+    out = claim(out_dir, DATASET_WRITES, overwrite=overwrite, tool="vrsjax data synth")
     rng, sft_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
     width, height = size
     videos: dict[str, SyntheticVideo] = {}
@@ -138,7 +146,7 @@ def write_dataset(
         split = "valid" if valid_every and i % valid_every == valid_every - 1 else "train"
         name = f"SYN/all/v{i:04d}"
         length = int(rng.integers(num_frames[0], num_frames[1] + 1))
-        shapes = _scene(rng, width, height, length)
+        shapes = (scene or _scene)(rng, width, height, length)
         frames, masks = _render(rng, shapes, length, height, width)
         anno_ids = list(range(len(mask_dict), len(mask_dict) + len(shapes)))
         for k, anno in enumerate(anno_ids):

@@ -22,19 +22,30 @@ from PIL import Image
 from vrsjax.data import transforms as T
 from vrsjax.data.masks import encode_rle
 from vrsjax.data.synthetic import SyntheticDataset, SyntheticVideo
+from vrsjax.outdir import claim
 
 LAYOUTS = ("mevis", "refytvos", "davis17", "reasonvos", "image_json")
 Mapping = dict[tuple[str, str], tuple[str, list[int]]]
 
 
-def write_layout(dataset: SyntheticDataset, layout: str, out_dir: str | Path) -> Mapping:
-    """Write `dataset` in `layout` under out_dir (recreated); returns {(video, exp_id): (synthetic video, objects)}.
+# What each layout writes at the top of its folder: all write_layout may replace there.
+_WRITES = {
+    "mevis": ("train", "valid_u", "valid"),
+    "refytvos": ("train", "valid", "meta_expressions"),
+    "davis17": ("train", "valid", "meta_expressions"),
+    "reasonvos": ("JPEGImages", "Annotations", "meta_expressions.json"),
+    "image_json": ("images", "refcoco_like.json"),
+}
 
+
+def write_layout(dataset: SyntheticDataset, layout: str, out_dir: str | Path, overwrite: bool = False) -> Mapping:
+    """Write `dataset` in `layout` under out_dir; returns {(video, exp_id): (synthetic video, objects)}.
+
+    out_dir is claimed with vrsjax.outdir.claim (a non-empty folder vrsjax did not write is refused unless overwrite).
     The dataset must come from write_dataset(..., keep_arrays=True) (the default): the masks are re-encoded."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    out = Path(out_dir)
-    shutil.rmtree(out, ignore_errors=True)
+    out = claim(out_dir, _WRITES[layout], overwrite=overwrite, tool=f"vrsjax data synth --layout {layout}")
     writer = {
         "mevis": _mevis,
         "refytvos": _refytvos,

@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vrsjax.errors import UserError
 
-class MissingPrediction(FileNotFoundError):
+
+class MissingPrediction(UserError, FileNotFoundError):
     """A predicted mask file (or a whole expression folder) does not exist."""
 
 
-class BadPrediction(ValueError):
+class BadPrediction(UserError, ValueError):
     """A predicted mask file exists but is unreadable or has the wrong size; the message names the file."""
 
 

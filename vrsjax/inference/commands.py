@@ -2,13 +2,16 @@
 
 Kept out of `vrsjax/cli.py` because both commands share the segmenter and pipeline options. Importing this module
 is cheap (argparse only); the pipelines load when a command runs. Bad input (an unreadable video, an empty query,
-a checkpoint of another model, missing segmenter weights) ends the command with one line naming the problem.
+a checkpoint of another model, missing segmenter weights) raises ValueError/FileNotFoundError naming the problem,
+which `vrsjax.cli.main` prints as one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from vrsjax.argtypes import positive_int
 
 
 def add_parsers(sub) -> None:
@@ -28,8 +31,8 @@ def add_parsers(sub) -> None:
     predict.add_argument("--split", default=None, help="split (default: the reader's, e.g. revos: train)")
     predict.add_argument("--checkpoint", required=True, help="Qwen2.5-VL checkpoint directory (HF or converted)")
     predict.add_argument("--out", required=True, help="prediction root: OUT/<video>/<exp_id>/<frame>.png")
-    predict.add_argument("--limit", type=int, default=None, help="only the first N expressions (quick runs)")
-    predict.add_argument("--batch-size", type=int, default=4, help="Veason-R1 expressions per generate call")
+    predict.add_argument("--limit", type=positive_int, default=None, help="only the first N expressions (quick runs)")
+    predict.add_argument("--batch-size", type=positive_int, default=4, help="Veason-R1 expressions per generate call")
     predict.add_argument("--mesh", default=None, help="DATA,FSDP,TENSOR device mesh, e.g. 8,1,1 (-1: the rest)")
     _add_common(predict)
     predict.set_defaults(func=run_predict)
@@ -46,10 +49,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--propagator", default="xmem", choices=["xmem", "sam2"], help="videoseg mask propagation")
     parser.add_argument("--device", default="cpu", help="torch device of SAM2/XMem: cpu, cuda, cuda:N, auto")
     parser.add_argument("--seed", type=int, default=0, help="random segmenter weights and the sampler's draws")
-    parser.add_argument("--max-new-tokens", type=int, default=1024)
-    parser.add_argument("--frame-size", type=int, default=None, help="square size of the frames shown (560)")
-    parser.add_argument("--num-frames", type=int, default=None, help="veason: frames shown (8); videoseg: per query")
-    parser.add_argument("--target-size", type=int, default=None, help="videoseg: target frame size (840)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=1024)
+    parser.add_argument("--frame-size", type=positive_int, default=None, help="square size of the frames shown (560)")
+    parser.add_argument(
+        "--num-frames", type=positive_int, default=None, help="veason: frames shown (8); videoseg: per query"
+    )
+    parser.add_argument("--target-size", type=positive_int, default=None, help="videoseg: target frame size (840)")
     parser.add_argument("--sampler", default=None, help="videoseg sampler as JSON, e.g. '{\"num_intervals\": 4}'")
 
 
@@ -94,19 +99,16 @@ def pipeline_config(args: argparse.Namespace):
 def run_infer(args: argparse.Namespace) -> int:
     from vrsjax.inference.infer_video import infer
 
-    try:
-        result, paths = infer(
-            args.checkpoint,
-            args.video,
-            args.query,
-            args.out,
-            pipeline=args.pipeline,
-            segmenters=segmenter_options(args),
-            config=pipeline_config(args),
-            overlay_format=args.overlay,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"vrsjax infer: {err}") from err
+    result, paths = infer(
+        args.checkpoint,
+        args.video,
+        args.query,
+        args.out,
+        pipeline=args.pipeline,
+        segmenters=segmenter_options(args),
+        config=pipeline_config(args),
+        overlay_format=args.overlay,
+    )
     status = "parsed" if result.parse_ok else "did not parse (fallback box used)"
     print(f"answer {status}; keyframe {result.keyframe}, boxes {result.boxes}")
     print(f"wrote {paths['masks']}/ ({len(result.masks)} masks), {paths['overlay']}, {paths['result']}")
@@ -116,23 +118,19 @@ def run_infer(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from vrsjax.inference.predict_split import predict
 
-    try:
-        mesh = _mesh(args.mesh)
-        report = predict(
-            args.data,
-            args.out,
-            checkpoint=args.checkpoint,
-            dataset=args.dataset,
-            split=args.split,
-            pipeline=args.pipeline,
-            segmenters=segmenter_options(args),
-            config=pipeline_config(args),
-            batch_size=args.batch_size,
-            limit=args.limit,
-            mesh=mesh,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"vrsjax predict: {err}") from err
+    report = predict(
+        args.data,
+        args.out,
+        checkpoint=args.checkpoint,
+        dataset=args.dataset,
+        split=args.split,
+        pipeline=args.pipeline,
+        segmenters=segmenter_options(args),
+        config=pipeline_config(args),
+        batch_size=args.batch_size,
+        limit=args.limit,
+        mesh=_mesh(args.mesh),
+    )
     print(report.line())
     return 0
 
