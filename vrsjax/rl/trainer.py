@@ -24,7 +24,6 @@ import dataclasses
 import json
 import pickle
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,13 @@ from vrsjax.layers.lora import LoRAParam, add_lora
 from vrsjax.parallel.data import batch_sharding
 from vrsjax.parallel.rules import shard_model
 from vrsjax.processing.prompts import veason_prompt
-from vrsjax.rewards import veason
+from vrsjax.rewards.wiring import (  # noqa: F401 (re-exported: the trainer's reward wiring)
+    RewardFn,
+    sam2_propagate_for,
+    score_groups,
+    veason_reward,
+    xmem_propagate_for,
+)
 from vrsjax.rl import flops, grpo
 from vrsjax.rl.plots import plot_history
 from vrsjax.rl.reward_shaping import KLController, filter_values, kept_groups, kl_penalised_scores
@@ -67,60 +72,6 @@ class GRPOSample:
     frame_ids: list[int]
     gt_masks: np.ndarray
     gt_boxes: list
-
-
-RewardFn = Callable[[str, GRPOSample], dict[str, float]]
-
-
-def veason_reward(propagate_for: Callable[[GRPOSample], Callable] | None = None, **weights: float) -> RewardFn:
-    """The Veason-R1 reward per response -> its components; without SAM2 the consistency term is 0 (ablation)."""
-
-    def score(response: str, sample: GRPOSample) -> dict[str, float]:
-        propagate = propagate_for(sample) if propagate_for else None
-        parts = veason.score_components(
-            response,
-            sample.gt_masks,
-            sample.gt_boxes,
-            sample.frame_ids,
-            propagate,
-            use_consistency=propagate is not None,
-        )
-        return {k: v * weights.get(f"{k}_weight", 1.0) for k, v in parts.items()}
-
-    return score
-
-
-def sam2_propagate_for(service, cache_size: int = 64) -> Callable[[GRPOSample], Callable]:
-    """Per sample, a `propagate(keyframe_position, boxes)` over the sample's frames with SAM2. The frames are
-    encoded once per sample and reused by all n responses of its group (`SAM2Service.prepare`)."""
-    prepared: dict[str, Any] = {}
-
-    def for_sample(sample: GRPOSample) -> Callable:
-        if sample.sample_id not in prepared:
-            if len(prepared) >= cache_size:
-                prepared.pop(next(iter(prepared)))
-            prepared[sample.sample_id] = service.prepare(sample.frames)
-        video = prepared[sample.sample_id]
-        return lambda keyframe, boxes: service.propagate(video, keyframe, boxes=np.asarray(boxes, np.float32))
-
-    return for_sample
-
-
-def xmem_propagate_for(sam, xmem, masks_from_probs) -> Callable[[GRPOSample], Callable]:
-    """VideoSeg-R1's propagation: SAM2 segments the keyframe from the boxes (one mask per box), XMem carries the
-    masks forward and backward through the sample's frames; objects OR-ed -> bool[T, H, W]. (`masks_from_probs`
-    comes from `vrsjax.services.xmem`, passed in so this module never imports torch.)"""
-
-    def for_sample(sample: GRPOSample) -> Callable:
-        def propagate(keyframe: int, boxes) -> np.ndarray:
-            frames = np.asarray(sample.frames)
-            masks = sam.segment_image(frames[keyframe], boxes=np.asarray(boxes, np.float32), per_object=True)
-            probs = xmem.propagate(frames, masks.reshape(-1, *frames.shape[1:3]), keyframe)
-            return masks_from_probs(probs, union=True)
-
-        return propagate
-
-    return for_sample
 
 
 class NonFiniteError(RuntimeError):
@@ -396,7 +347,7 @@ class GRPOTrainer:
         if self.scorer is None:
 
             def score() -> tuple[list[dict[str, float]], float]:
-                parts = [self.reward_fn(text, samples[i // self.n]) for i, text in enumerate(texts)]
+                parts = score_groups(self.reward_fn, texts, samples, self.n)  # a group per SAM2 call
                 return parts, time.perf_counter() - t0
 
             return self._pool().submit(score)
