@@ -44,7 +44,7 @@ KL_PENALTIES = ("kl", "k1", "abs", "k2", "mse", "low_var_kl", "k3")
 KL_PENALTY_NAMES = KL_PENALTIES + tuple(name + "+" for name in KL_PENALTIES)
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 # Critic-free estimators only: EasyR1's "gae" needs a value model and Veason-R1's "grpo_certainty" is unpublished.
-ADV_ESTIMATORS = ("grpo", "rloo", "reinforce_plus_plus", "remax")
+ADV_ESTIMATORS = ("grpo", "rloo")  # vrsjax.rl.grpo's registry
 GROUP_ESTIMATORS = ("grpo", "rloo")  # baselines computed within a prompt's group of n responses
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 DTYPES |= {"float16": "float16", "fp16": "float16"}
@@ -167,7 +167,7 @@ class AlgorithmConfig(_Section):
     _PREFIX: ClassVar[str] = "algorithm."
     gamma: float = 1.0  # discount of the return (GAE / REINFORCE++); 1 = none
     lam: float = 1.0  # GAE lambda (EasyR1 schema; GRPO does not use it)
-    # advantage estimator: grpo, rloo, reinforce_plus_plus or remax
+    # advantage estimator: grpo or rloo (EasyR1's reinforce_plus_plus and remax are not implemented)
     adv_estimator: str = "grpo"  # EasyR1@2a0f95d defaults to "gae", which needs the critic vrsjax does not have
     kl_penalty: str = "kl"  # estimator for the in-reward KL, used only when worker.actor.use_kl_loss is false
     kl_type: str = "fixed"  # in-reward KL coefficient: fixed or adaptive (a controller toward kl_target)
@@ -185,6 +185,8 @@ class AlgorithmConfig(_Section):
     def _check(self) -> Iterator[tuple[str, str]]:
         if self.adv_estimator == "gae":
             yield "adv_estimator", "gae needs a critic (value model), which vrsjax does not implement; use grpo"
+        elif self.adv_estimator in ("reinforce_plus_plus", "remax"):
+            yield "adv_estimator", f"{self.adv_estimator} is not implemented in vrsjax; use grpo or rloo"
         else:
             yield from _one_of(self, "adv_estimator", ADV_ESTIMATORS)
         yield from _one_of(self, "kl_penalty", KL_PENALTY_NAMES)

@@ -1,10 +1,11 @@
-"""GRPO math as small pure JAX functions, registered by name: group-normalised advantages, the k1/k2/k3 KL
+"""GRPO math as small pure functions, registered by name: group-normalised advantages, the k1/k2/k3 KL
 estimators and their straight-through "+" variants, the clipped (dual-clip) PPO policy loss and its metrics, the
 loss aggregation modes, token log-probs and entropy, and `actor_loss`, which combines them as verl's actor does.
 Values and gradients follow verl's `verl/trainer/ppo/core_algos.py` (clamps, epsilons, masking, empty masks);
 the Veason-R1 fork (symmetric clip, no dual clip, no log-ratio clamps, entropy bonus) is the "veason" preset of
-`LossConfig`. Math runs in float32 whatever the input dtype. The array functions are jitted, with kinds, modes
-and clip bounds static, so they run compiled on their own and trace inline inside a caller's jit.
+`LossConfig`. Advantages are numpy on the host with float64 group statistics (equal scores give exactly 0); the
+loss math runs in float32 whatever the input dtype, jitted with kinds, modes and clip bounds static, so it runs
+compiled on its own and traces inline inside a caller's jit.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
 
 
 def _clamp(x: Array, lo: float, hi: float) -> Array:
-    """torch.clamp, including its gradient: it passes in full at the bounds (jnp.clip halves it there)."""
-    return jnp.where(x < lo, lo, jnp.where(x > hi, hi, x))
+    """torch.clamp with Python-number bounds (as verl calls it), including its gradient: 1 strictly inside (lo, hi),
+    0 outside and at the bounds themselves (jnp.clip would give 1/2 at a bound, as torch does for tensor bounds)."""
+    inside = (x > lo) & (x < hi)
+    return jnp.where(inside, x, jax.lax.stop_gradient(jnp.clip(x, lo, hi)))
 
 
 def _safe_div(num: Array, den: Array | float) -> Array:
@@ -77,50 +80,58 @@ def get_advantage_estimator(name: str) -> Callable[..., Array]:
     return _lookup(ADVANTAGE_ESTIMATORS, name, "advantage estimator")
 
 
-def dense_group_ids(group_ids: Any) -> Array:
-    """any[B] -> int32[B] in [0, B), equal ids to equal indices. JAX arrays (also traced ones) go through
-    jnp.unique with a static size; host ids of any dtype (verl's prompt uid strings) through np.unique."""
-    if isinstance(group_ids, jax.Array):
-        return _unique_inverse(group_ids.reshape(-1))
-    inverse = np.unique(np.asarray(group_ids).reshape(-1), return_inverse=True)[1]
-    return jnp.asarray(inverse.reshape(-1), jnp.int32)
-
-
-@jax.jit
-def _unique_inverse(ids: Array) -> Array:
-    _, inverse = jnp.unique(ids, size=ids.shape[0], return_inverse=True)
-    return inverse.reshape(-1).astype(jnp.int32)
+# Advantages are host functions in float64: scores are host data, and a group of equal scores must give exactly 0.
+# In float32 the mean and std of equal non-round scores (8 x 1.6891074) are off by a rounding, and dividing that by
+# std + 1e-6 turns it into advantages of -0.19 (verl 0.9.1 does so too, from 5 equal scores on): a group without
+# signal would push the policy at random. float64 sums of float32 scores are exact, so equal scores give mean == s.
 
 
 @register_advantage_estimator("grpo")
-def group_advantages(scores: Array, group_ids: Any, eps: float = 1e-6, norm_by_std: bool = True) -> Array:
-    """float[B] scores (or float[B, T] token rewards, summed over T as verl does), any[B] group ids -> float[B]:
-    (s - mean_g) / (std_g + eps) with the unbiased (N - 1) std.
+def group_advantages(scores: Any, group_ids: Any, eps: float = 1e-6, norm_by_std: bool = True) -> np.ndarray:
+    """float[B] scores (or float[B, T] token rewards, summed over T as verl does), any[B] group ids -> float32[B]:
+    (s - mean_g) / (std_g + eps) with the unbiased (N - 1) std, as verl's compute_grpo_outcome_advantage.
 
-    A size-1 group uses mean 0 and std 1 (A = s / (1 + eps)); a group of equal scores gets A = 0.
-    norm_by_std=False is Dr.GRPO: A = s - mean_g. No gradient flows to the scores (verl runs under no_grad).
-    Broadcast to tokens with `token_advantages`.
+    A size-1 group uses mean 0 and std 1 (A = s / (1 + eps)). Statistics are float64, so a group of equal scores
+    gets exactly A = 0 (verl's float32 does not from 5 equal scores on). norm_by_std=False is Dr.GRPO:
+    A = s - mean_g. No gradient: a host function (verl runs it under no_grad). Broadcast with `token_advantages`.
     """
-    s = jax.lax.stop_gradient(_f32(scores))
-    s = jnp.sum(s, axis=-1) if s.ndim == 2 else s.reshape(-1)
-    gid = dense_group_ids(group_ids)
-    if gid.shape != s.shape:
-        raise ValueError(f"group_advantages: {s.shape[0]} scores but {gid.shape[0]} group ids")
-    return _normalise_in_groups(s, gid, eps, norm_by_std)
-
-
-@functools.partial(jax.jit, static_argnames="norm_by_std")
-def _normalise_in_groups(s: Array, gid: Array, eps: float, norm_by_std: bool) -> Array:
-    n = s.shape[0]
-    count = jax.ops.segment_sum(jnp.ones_like(s), gid, num_segments=n)[gid]
-    mean = jax.ops.segment_sum(s, gid, num_segments=n)[gid] / count
-    var = jax.ops.segment_sum(jnp.square(s - mean), gid, num_segments=n)[gid] / jnp.maximum(count - 1.0, 1.0)
-    single = count == 1
-    mean = jnp.where(single, 0.0, mean)
+    s, gid = _host_scores(scores, group_ids, "group_advantages")
+    count, mean, var = _group_stats(s, gid)
+    mean = np.where(count == 1, 0.0, mean)
     if not norm_by_std:
-        return s - mean
-    std = jnp.where(single, 1.0, jnp.sqrt(var))
-    return (s - mean) / (std + eps)
+        return (s - mean).astype(np.float32)
+    std = np.where(count == 1, 1.0, np.sqrt(var))
+    return ((s - mean) / (std + eps)).astype(np.float32)
+
+
+@register_advantage_estimator("rloo")
+def rloo_advantages(scores: Any, group_ids: Any, **_ignored: Any) -> np.ndarray:
+    """float[B] (or float[B, T]) scores, any[B] group ids -> float32[B]: RLOO (arXiv 2402.14740) as verl's
+    compute_rloo_outcome_advantage: s minus the mean of the other N - 1 scores of its group, i.e.
+    (s - mean_g) * N / (N - 1); a size-1 group keeps its score. float64 statistics: equal scores give exactly 0.
+    Takes (and ignores) norm_by_std, so the trainer calls every estimator alike."""
+    s, gid = _host_scores(scores, group_ids, "rloo_advantages")
+    count, mean, _ = _group_stats(s, gid)
+    loo = (s - mean) * count / np.maximum(count - 1.0, 1.0)
+    return np.where(count > 1, loo, s).astype(np.float32)
+
+
+def _host_scores(scores: Any, group_ids: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """float64[B] scores (token rewards summed) and int[B] dense group ids, checked to have one id per score."""
+    s = np.asarray(jax.device_get(scores), np.float64)
+    s = s.sum(axis=-1) if s.ndim == 2 else s.reshape(-1)
+    gid = np.unique(np.asarray(jax.device_get(group_ids)).reshape(-1), return_inverse=True)[1].reshape(-1)
+    if gid.shape != s.shape:
+        raise ValueError(f"{name}: {s.shape[0]} scores but {gid.shape[0]} group ids")
+    return s, gid
+
+
+def _group_stats(s: np.ndarray, gid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64[B] -> each row's group size, mean and unbiased variance (torch.std's N - 1; 0 for size 1)."""
+    count = np.bincount(gid)[gid].astype(np.float64)
+    mean = np.bincount(gid, weights=s)[gid] / count
+    var = np.bincount(gid, weights=np.square(s - mean))[gid] / np.maximum(count - 1.0, 1.0)
+    return count, mean, var
 
 
 def token_advantages(advantages: Array, mask: Array) -> Array:
