@@ -264,7 +264,8 @@ class GRPOTrainer:
         if self.kl_ctrl is not None:  # KL in the reward (EasyR1's apply_kl_penalty), from the old log-probs
             shaped, kl_metrics = kl_penalised_scores(scores, old, ref, out.mask, self.kl_ctrl, cfg.algorithm.kl_penalty)
             extra |= kl_metrics
-        adv = np.asarray(grpo.group_advantages(shaped, rows, norm_by_std=cfg.algorithm.norm_adv_by_std_in_grpo))
+        estimator = grpo.get_advantage_estimator(cfg.algorithm.adv_estimator)  # grpo or rloo, float64 on the host
+        adv = estimator(shaped, rows, norm_by_std=cfg.algorithm.norm_adv_by_std_in_grpo)
 
         t0 = time.perf_counter()
         update = self._update(prompts, rows, out, old, ref, adv)
