@@ -21,9 +21,9 @@ import numpy as np
 import report as report_lib
 import skimage
 from skimage.morphology import disk
-from tqdm import tqdm
 
 from vrsjax.eval import metrics
+from vrsjax.progress import progress_bar
 
 HEIGHT, WIDTH = 720, 1280
 TITLE = "Metrics"
@@ -156,7 +156,7 @@ def measure(frames: int, repeats: int) -> str:
     gt, pred = sequence(frames)
     vrsjax_jf(gt[:2], pred[:2])  # warm-up
     ref_times, our_times = [], []
-    for _ in tqdm(range(repeats), desc="metrics repeats"):
+    for _ in progress_bar(range(repeats), desc="metrics repeats"):
         seconds, (j_ref, f_ref) = timed(reference_jf, gt, pred)
         ref_times.append(seconds)
         seconds, (j, f) = timed(vrsjax_jf, gt, pred)

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from PIL import Image
 from report import fmt, machine, repeats, write_section
-from tqdm import tqdm
 
+from vrsjax.progress import progress_bar
 from vrsjax.services.sam2 import SAM2Service
 
 TITLE = "Reward (SAM2 consistency, one GRPO group)"
@@ -154,7 +154,7 @@ def measure_group(service: SAM2Service, decoded: np.ndarray, jpeg_dir: str, answ
     prepare_s = time.perf_counter() - start
     ours_passes, passes[0] = passes[0], 0
     ours_s, official_s, official_passes, identical = [], [], 0, True
-    for keyframe, answer in tqdm(answers, desc="responses (vrsjax, then official)", leave=False):
+    for keyframe, answer in progress_bar(answers, desc="responses (vrsjax, then official)", leave=False):
         start = time.perf_counter()
         ours = service.propagate(video, keyframe, answer)
         ours_s.append(time.perf_counter() - start)
@@ -198,7 +198,7 @@ def measure(settings: Settings) -> dict:
         passes = count_calls(service.predictor, "forward_image")
         load_start = os.getloadavg()[0]
         runs = {name: [] for name in groups}
-        for _ in tqdm(range(s.repeats), desc="repeats"):
+        for _ in progress_bar(range(s.repeats), desc="repeats"):
             for name, answers in groups.items():
                 runs[name].append(measure_group(service, decoded, tmp, answers, passes))
         load_end = os.getloadavg()[0]

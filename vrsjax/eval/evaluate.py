@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from vrsjax.data import open_dataset
 from vrsjax.data.masks import combine
 from vrsjax.data.samples import ExpressionDataset, ExpressionSample, MaskSource
 from vrsjax.eval import layout, metrics
+from vrsjax.progress import progress_bar
 
 PROTOCOLS = ("revos", "mevis", "reasonvos", "refytvos", "davis17", "image")
 REVOS_GROUPS = {"referring": 0, "reasoning": 1}
@@ -230,7 +230,7 @@ def _check_ground_truth(dataset: str, data: ExpressionDataset, samples: list[Exp
 def _map(score, samples: list[ExpressionSample], workers: int | None, progress: bool, desc: str) -> list[dict]:  # noqa: ANN001
     """score(sample) for every sample, in order, on a thread pool (PNG decoding and numpy release the GIL)."""
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
-    with tqdm(total=len(samples), desc=desc, unit="exp", disable=not progress) as bar:
+    with progress_bar(total=len(samples), desc=desc, unit="exp", disable=not progress) as bar:
         if workers <= 1:
             rows = []
             for sample in samples:

@@ -17,13 +17,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from vrsjax.eval import layout
 from vrsjax.inference import veason, videoseg
 from vrsjax.inference.policy import Policy, check_checkpoint
 from vrsjax.inference.result import InferenceResult
 from vrsjax.inference.segmenters import SegmenterOptions
+from vrsjax.progress import progress_bar
 
 ANSWERS_FILE = "answers.jsonl"
 REPORT_FILE = "predict_report.json"
@@ -104,7 +103,9 @@ def predict(
         policy = Policy.load(checkpoint, mesh=mesh) if policy is None else policy
         Path(out).mkdir(parents=True, exist_ok=True)
         step, cache = (batch_size if pipeline == "veason" else 1), {}
-        with tqdm(total=len(pending), desc=f"predict {report.dataset}", unit="expr", disable=not progress) as bar:
+        with progress_bar(
+            total=len(pending), desc=f"predict {report.dataset}", unit="expr", disable=not progress
+        ) as bar:
             for i in range(0, len(pending), step):
                 batch = pending[i : i + step]
                 videos = _read_videos(batch)

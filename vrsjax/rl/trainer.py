@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from tqdm import tqdm
 
 from vrsjax import rollout
 from vrsjax.config import Config, batch_per_device, to_dict
@@ -40,6 +39,7 @@ from vrsjax.layers.lora import LoRAParam, add_lora
 from vrsjax.parallel.data import batch_sharding
 from vrsjax.parallel.rules import shard_model
 from vrsjax.processing.prompts import veason_prompt
+from vrsjax.progress import progress_bar
 from vrsjax.rewards.wiring import (  # noqa: F401 (re-exported: the trainer's reward wiring)
     RewardFn,
     sam2_propagate_for,
@@ -582,7 +582,7 @@ class GRPOTrainer:
         history = []
         log = self.out_dir / "metrics.jsonl"
         try:
-            with tqdm(total=steps, initial=min(self.step_count, steps), desc="GRPO", disable=not main) as bar:
+            with progress_bar(total=steps, initial=min(self.step_count, steps), desc="GRPO", disable=not main) as bar:
                 while self.step_count < steps:
                     m = self.step()
                     history.append(m)

@@ -138,7 +138,7 @@ def dataset_files(cfg) -> list[tuple[str, Path, str, str]]:
 
 def load_examples(cfg, processor) -> tuple[list[SFTExample], SkipLog]:
     """Every conversation of the config's datasets, tokenized (max_samples per dataset), and what was skipped."""
-    from tqdm import tqdm
+    from vrsjax.progress import progress_bar
 
     examples, skipped = [], SkipLog("sft")
     for name, path, messages_key, images_key in dataset_files(cfg):
@@ -148,7 +148,7 @@ def load_examples(cfg, processor) -> tuple[list[SFTExample], SkipLog]:
         skipped.merge(log)
         if cfg.max_samples:
             samples = samples[: cfg.max_samples]
-        for sample in tqdm(samples, desc=f"tokenize {name}", leave=False):
+        for sample in progress_bar(samples, desc=f"tokenize {name}", leave=False):
             try:
                 images = read_images(sample, cfg.image_resize, cfg.image_min_pixels, cfg.image_max_pixels)
                 examples.append(encode_conversation(processor, sample, images, cutoff_len=cfg.cutoff_len))

@@ -27,12 +27,12 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
-from tqdm import tqdm
 
 from vrsjax.config import to_dict
 from vrsjax.layers.linear import Linear
 from vrsjax.layers.lora import LoRAParam, add_lora, merge_lora
 from vrsjax.parallel.rules import shard_model
+from vrsjax.progress import progress_bar
 from vrsjax.rl import grpo
 from vrsjax.rl.update import apply_grads
 from vrsjax.sft.config import SFTConfig
@@ -218,7 +218,7 @@ class SFTTrainer:
         steps = steps or self.total_steps
         self.out_dir.mkdir(parents=True, exist_ok=True)
         history, log = [], self.out_dir / "metrics.jsonl"
-        with tqdm(total=steps, initial=self.step_count, desc=desc, disable=jax.process_index() != 0) as bar:
+        with progress_bar(total=steps, initial=self.step_count, desc=desc, disable=jax.process_index() != 0) as bar:
             while self.step_count < steps:
                 m = self.step()
                 history.append(m)

@@ -18,10 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm import tqdm
-
 from vrsjax.data.samples import ExpressionDataset, ExpressionSample
 from vrsjax.data.subset import stratified_subset
+from vrsjax.progress import progress_bar
 from vrsjax.teacher.client import TeacherClient, TeacherError
 
 
@@ -133,7 +132,7 @@ async def ask_all(
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
     gate = asyncio.Semaphore(client.config.concurrency)
-    bar = tqdm(total=len(jobs), desc=desc, unit="sample")
+    bar = progress_bar(total=len(jobs), desc=desc, unit="sample")
 
     async def one(job: Any) -> dict | None:
         async with gate:

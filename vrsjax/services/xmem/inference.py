@@ -17,8 +17,8 @@ import copy
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from vrsjax.progress import progress_bar
 from vrsjax.services.xmem.config import XMemConfig
 from vrsjax.services.xmem.memory import MemoryManager
 from vrsjax.services.xmem.network import aggregate
@@ -225,7 +225,7 @@ def propagate(net, frames, masks, keyframe, direction: str = "both", progress: b
     orders = [order[1:] for order in orders if len(order) > 1]
     video = Video(frames, config, net.device)
     amp = net.device.type == "cuda" if net.amp is None else net.amp
-    bar = tqdm(total=1 + sum(map(len, orders)), desc="XMem", unit="frame", disable=not progress)
+    bar = progress_bar(total=1 + sum(map(len, orders)), desc="XMem", unit="frame", disable=not progress)
     with torch.inference_mode(), bar, torch.autocast("cuda", dtype=torch.float16, enabled=amp):
         # Both runs start with the same keyframe step on a fresh memory: it runs once and the runs fork after it.
         # It is the last frame (no memory update) only when no run goes on, as in eval.py.
