@@ -4,6 +4,7 @@ error JSON for bad requests (and serving on after them), and the teacher data to
 
 import base64
 import io
+import socket
 import threading
 
 import httpx
@@ -11,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vrsjax.cli import build_parser
+from vrsjax.cli import build_parser, main
 from vrsjax.data import synthetic
 from vrsjax.data.sft import read_sharegpt
 from vrsjax.processing import Processor
+from vrsjax.serve.engine import apply_stop, tokens_to_stop
 
 TIMEOUT = 120.0
 
@@ -45,6 +47,70 @@ def test_models_and_health(served):
     models = httpx.get(f"{served.url}/v1/models", timeout=TIMEOUT).json()
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["tiny"]
     assert httpx.get(f"{served.url}/health", timeout=TIMEOUT).json()["status"] == "ok"
+    one = httpx.get(f"{served.url}/v1/models/tiny", timeout=TIMEOUT)
+    assert one.status_code == 200 and one.json() == models["data"][0]
+    other = httpx.get(f"{served.url}/v1/models/gpt-9", timeout=TIMEOUT)
+    assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
+
+
+def test_no_op_values_of_unsupported_fields_are_accepted(served):
+    off = {"top_k": -1, "logprobs": False, "tools": [], "response_format": {"type": "text"}, "presence_penalty": 0.0}
+    assert _chat(served, "x", seed=0, **off)["choices"]
+
+
+def test_stop_string_counts_only_the_tokens_up_to_it(served):
+    full = _chat(served, "describe the video", temperature=0.0, max_tokens=8)
+    text = full["choices"][0]["message"]["content"]
+    assert len(text) >= 2, text  # a random tiny model writes some text in 8 tokens
+    cut = _chat(served, "describe the video", temperature=0.0, max_tokens=8, stop=[text[0]])
+    assert cut["choices"][0]["message"]["content"] == "" and cut["choices"][0]["finish_reason"] == "stop"
+    assert 1 <= cut["usage"]["completion_tokens"] < full["usage"]["completion_tokens"]
+
+
+def test_tokens_to_stop_is_the_first_prefix_that_holds_the_stop(served):
+    processor = Processor.from_pretrained(served.log.parent / "tiny")
+    ids = processor.tokenizer.encode("the red circle moves left, then the blue square stops. END of it")
+    decode = lambda n: processor.decode(ids[:n])  # noqa: E731
+    for stops in (["END"], ["blue", "circle"], ["."], ["stops. E"]):
+        want = next(n for n in range(1, len(ids) + 1) if apply_stop(decode(n), stops)[1])
+        assert tokens_to_stop(decode, len(ids), stops) == want, stops
+
+
+def _raw_post(served, body: bytes, length: int, close_write: bool) -> bytes:
+    """POST with a Content-Length larger than the body sent; the reply bytes."""
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+        sock.sendall(head.encode() + body)
+        if close_write:
+            sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        return reply
+
+
+@pytest.mark.parametrize("close_write", [True, False], ids=["client closed", "client stalled"])
+def test_truncated_body_gets_408_and_one_log_line(served, close_write):
+    before = served.log.read_text().count("answered 408")
+    reply = _raw_post(served, b'{"messages": [', 100, close_write)
+    assert reply.startswith(b"HTTP/1.1 408") and b"request_timeout" in reply
+    log = served.log.read_text()
+    assert log.count("answered 408") == before + 1 and "Traceback" not in log
+    assert _chat(served, "still there?", seed=0)["choices"]
+
+
+def test_busy_port_is_one_line_naming_it(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_info:  # the port is bound before the checkpoint is read
+            main(["serve", "--checkpoint", str(tmp_path / "none"), "--port", str(port)])
+    message = str(exit_info.value.code)
+    assert (
+        message.startswith(f"vrsjax serve: --port {port}: 127.0.0.1:{port} is already in use") and "\n" not in message
+    )
 
 
 def test_chat_reply_usage_and_seed(served):
@@ -118,6 +184,15 @@ BAD = [
     ("n", {"messages": [{"role": "user", "content": "x"}], "n": "2"}, 422, "invalid_type"),
     ("stream", {"messages": [{"role": "user", "content": "x"}], "stream": True}, 422, "unsupported"),
     ("model", {"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404, "model_not_found"),
+    ("top_k", {"messages": [{"role": "user", "content": "x"}], "top_k": 5}, 422, "unsupported"),
+    ("logprobs", {"messages": [{"role": "user", "content": "x"}], "logprobs": True}, 422, "unsupported"),
+    ("tools", {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, 422, "unsupported"),
+    (
+        "response_format",
+        {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
+        422,
+        "unsupported",
+    ),
     ("too long", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4096}, 400, "context_length_exceeded"),
 ]
 

@@ -1,14 +1,16 @@
 """The model side of `vrsjax serve`: one loaded policy and processor, and `Engine.run(requests)`, which answers a list
 of validated requests with as few `rollout.generate` calls as their sampling settings allow.
 
-`rollout.generate` takes one temperature, top_p, n and seed per call, so requests are grouped by
-(n, temperature, top_p); each group is one batched call with `max_new_tokens` = the largest `max_tokens` of the
+`rollout.generate` takes one temperature, top_p, n, seed and set of stop tokens per call, so requests are grouped by
+(n, temperature, top_p, stop); each group is one batched call with `max_new_tokens` = the largest `max_tokens` of the
 group (bucketed), and each request keeps only its first `max_tokens` tokens. A request that sets `seed` runs alone
 with that seed, so the same request with the same seed gives the same reply whatever else arrives with it. Prompts
 that cannot fit the context window fail alone with a 400; batches are padded to a power of two (copies of the last
 request, discarded) so that few batch shapes compile; if a batch fails for another reason, its requests are retried
 one by one so that one bad request does not fail its neighbours. Stop strings cut the decoded text at their first
-occurrence.
+occurrence, and `usage.completion_tokens` counts the tokens up to the one that completed the stop string (OpenAI
+does too); a stop string that is one token also ends generation there. A longer one cannot stop the compiled decode
+loop early: the tokens after it are generated, but neither returned nor counted.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import itertools
 import logging
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +103,7 @@ class Engine:
             )
         first = group[0]
         seed = first.seed if first.seed is not None else self._seeds.randrange(2**31)
+        stop_ids = self.stop_ids + self.single_token_stops(first.stop)
         with self._lock:
             out = rollout.generate(
                 self.model,
@@ -110,7 +113,7 @@ class Engine:
                 temperature=first.temperature,
                 top_p=first.top_p,
                 seed=seed % 2**32,
-                stop_token_ids=self.stop_ids,
+                stop_token_ids=stop_ids,
                 processor=None,
             )
             self.calls += 1
@@ -125,22 +128,29 @@ class Engine:
             for i, r in enumerate(group)
         ]
 
+    def single_token_stops(self, stops: Sequence[str]) -> tuple[int, ...]:
+        """The ids of the stop strings that are one token: generate can end a row on them."""
+        ids = [self.processor.tokenizer.encode(s) for s in stops]
+        return tuple(i[0] for i in ids if len(i) == 1 and i[0] not in self.stop_ids)
+
     def _choice(self, tokens: np.ndarray, mask: np.ndarray, request: ChatRequest) -> Choice:
-        """int32[T] tokens, int32[T] mask of one response -> its text cut to max_tokens and the stop strings."""
+        """int32[T] tokens, int32[T] mask of one response -> its text cut to max_tokens and the stop strings, and
+        the tokens counted: up to the one that completes a stop string (it is not in the text)."""
         ids = tokens[: request.max_tokens][mask[: request.max_tokens] > 0].tolist()
         finished = bool(ids) and ids[-1] in self.stop_ids
-        text = self.processor.decode(ids, skip_special_tokens=True)
-        text, cut = apply_stop(text, request.stop)
-        return Choice(text, "stop" if finished or cut else "length", len(ids))
+        decode = lambda n: self.processor.decode(ids[:n], skip_special_tokens=True)  # noqa: E731
+        text, cut = apply_stop(decode(len(ids)), request.stop)
+        used = tokens_to_stop(decode, len(ids), request.stop) if cut else len(ids)
+        return Choice(text, "stop" if finished or cut else "length", used)
 
 
 def group_requests(requests: Sequence[ChatRequest]) -> list[list[int]]:
-    """Indices of requests that can share one generate call: same (n, temperature, top_p), no seed; a seeded
+    """Indices of requests that can share one generate call: same (n, temperature, top_p, stop), no seed; a seeded
     request is a group of its own. Groups keep arrival order."""
     groups: dict[object, list[int]] = {}
     counter = itertools.count()
     for i, r in enumerate(requests):
-        key = ("seeded", next(counter)) if r.seed is not None else (r.n, r.temperature, r.top_p)
+        key = ("seeded", next(counter)) if r.seed is not None else (r.n, r.temperature, r.top_p, r.stop)
         groups.setdefault(key, []).append(i)
     return list(groups.values())
 
@@ -149,6 +159,19 @@ def batch_bucket(size: int) -> int:
     """The next power of two: batches are padded (with copies of their last request) to these sizes so that a
     server compiles generate for log2(max_batch) + 1 batch shapes, not one per size."""
     return 1 << max(size - 1, 0).bit_length()
+
+
+def tokens_to_stop(decode: Callable[[int], str], total: int, stops: Sequence[str]) -> int:
+    """The fewest leading tokens (of `total`) whose text `decode(n)` contains a stop string: a stop string, once
+    complete, stays in every longer prefix, so a binary search over n finds it."""
+    low, high = 1, total  # decode(total) holds a stop string
+    while low < high:
+        middle = (low + high) // 2
+        if apply_stop(decode(middle), stops)[1]:
+            high = middle
+        else:
+            low = middle + 1
+    return high
 
 
 def apply_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

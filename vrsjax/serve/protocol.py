@@ -2,7 +2,9 @@
 the response and error JSON.
 
 A request body is `{"model", "messages", "temperature", "top_p", "max_tokens" (or "max_completion_tokens"), "n",
-"seed", "stop"}`; other OpenAI fields are accepted and ignored, `"stream": true` is refused. Message content is a
+"seed", "stop"}`; fields that would change the reply and are not implemented (`top_k`, `logprobs`, `tools`,
+`response_format`, penalties, ... see UNSUPPORTED) are refused with 422 unless they hold their no-op value, as is
+`"stream": true`; other OpenAI fields (`user`, `metadata`, ...) are accepted and ignored. Message content is a
 string or a list of parts: `{"type": "text", "text"}`, `{"type": "image_url", "image_url": {"url": DATA_URL}}` (one
 image), and, since OpenAI has no video part, the qwen-vl-utils convention `{"type": "video", "video": [DATA_URL,
 ...], "fps": 2.0}` (a list of frames that the model sees as one video; fps defaults to 2). Only base64 `data:image/...`
@@ -29,6 +31,24 @@ from PIL import Image, UnidentifiedImageError
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_VIDEO_FPS = 2.0  # qwen-vl-utils' FPS default
 ROLES = ("system", "user", "assistant")
+
+# Request fields that would change the reply and that vrsjax serve does not implement, with the values that mean
+# "off" (what clients send by default); any other value is a 422 rather than a silently different reply.
+UNSUPPORTED = {
+    "top_k": (None, -1, 0),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}),
+    "logit_bias": (None, {}),
+    "presence_penalty": (None, 0),
+    "frequency_penalty": (None, 0),
+    "repetition_penalty": (None, 1),
+    "min_p": (None, 0),
+}
 
 
 class RequestError(Exception):
@@ -185,12 +205,20 @@ def _stop(value: Any, limits: Limits) -> tuple[str, ...]:
     return tuple(stops)
 
 
+def _same(value: Any, off: Any) -> bool:
+    """value == off with types kept apart (False is not 0, 1.0 is 1)."""
+    return value is off or (type(value) is not bool and type(off) is not bool and value == off)
+
+
 def parse_request(body: Any, model_name: str, limits: Limits = Limits()) -> ChatRequest:
     """A decoded JSON body -> ChatRequest, or RequestError naming the field."""
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object", "invalid_json")
     if body.get("stream"):
         raise _invalid("streaming is not supported; send 'stream': false", "stream", "unsupported")
+    for key, off in UNSUPPORTED.items():
+        if key in body and not any(_same(body[key], value) for value in off):
+            raise _invalid(f"'{key}' is not supported by vrsjax serve; leave it out", key, "unsupported")
     model = body.get("model", model_name)
     if model != model_name:
         raise RequestError(404, f"model {model!r} does not exist; this server serves {model_name!r}", "model_not_found")
@@ -241,5 +269,10 @@ def completion_body(model: str, choices: list[Choice], prompt_tokens: int) -> di
     }
 
 
+def model_body(model: str, created: int) -> dict:
+    """The OpenAI model object (GET /v1/models/{id})."""
+    return {"id": model, "object": "model", "created": created, "owned_by": "vrsjax"}
+
+
 def models_body(model: str, created: int) -> dict:
-    return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "vrsjax"}]}
+    return {"object": "list", "data": [model_body(model, created)]}
