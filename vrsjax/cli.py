@@ -10,6 +10,8 @@ vrsjax data subset META OUT --size N
 vrsjax data cot|difficulty --dataset DIR --out FILE --endpoint URL --model NAME   (teacher-model data)
 vrsjax serve --checkpoint DIR [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-request-mb 32]
 vrsjax plan config=RECIPE [key=value ...] [--devices 8] [--device h100|h200|v5p|v6e] [--model 3b|7b|DIR]
+vrsjax lower --platform tpu|cuda --model tiny|small|3b|7b --mesh data=1,fsdp=2,tensor=2 --out DIR [--layers N]
+             [--seq 1024] [--batch B] [--n 8] [--response 128] [--dtype bfloat16]   (jax.export, shapes only)
 vrsjax bench [--only NAME,...] [--quick] [--repeats N] [--out BENCHMARKS.md]   (from a repository checkout)
 vrsjax eval --dataset revos|mevis|reasonvos|refytvos|davis17|image --data DIR --pred DIR [--split S] [--out R.json]
 vrsjax infer --checkpoint DIR --video FILE|DIR --query "..." --out DIR [--pipeline veason|videoseg] [--sam2-...]
@@ -83,6 +85,27 @@ def _plan(args: argparse.Namespace) -> int:
     )
     print(text)
     return 0 if result.fits else 2
+
+
+def _lower(args: argparse.Namespace) -> int:
+    from vrsjax import lower
+
+    settings = lower.Settings(
+        platform=args.platform,
+        model=args.model,
+        mesh=lower.parse_mesh(args.mesh),
+        layers=args.layers,
+        seq=args.seq,
+        batch=args.batch,
+        n=args.n,
+        response=args.response,
+        dtype=args.dtype,
+    )
+    summary = lower.run(settings, args.out)
+    for a in summary["artifacts"]:
+        print(f"{a['file']}: {a['devices']} devices, attention {a['attention']}")
+    print(f"wrote {args.out}/summary.json")
+    return 0
 
 
 _BENCH_OPTIONS = ("only", "repeats", "out", "timeout", "xmem_official")
@@ -233,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--headroom", type=fraction, default=0.9, help="usable fraction of device memory, in (0, 1]")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(func=_plan)
+
+    low = sub.add_parser("lower", help="export the policy's jitted steps for TPU or CUDA from this host (jax.export)")
+    low.add_argument("--platform", required=True, choices=["tpu", "cuda"])
+    low.add_argument("--model", default="tiny", choices=["tiny", "small", "3b", "7b"])
+    low.add_argument("--mesh", default="fsdp=1", help="mesh axis sizes, e.g. data=2,fsdp=2,tensor=2 (host devices)")
+    low.add_argument("--layers", type=int, default=None, help="keep only this many decoder layers")
+    low.add_argument("--seq", type=int, default=1024, help="prompt tokens: a 4-frame video, then text (x8)")
+    low.add_argument("--batch", type=int, default=None, help="prompts (default: one per data x fsdp device)")
+    low.add_argument("--n", type=int, default=8, help="responses per prompt (the group)")
+    low.add_argument("--response", type=int, default=128, help="response tokens (x8)")
+    low.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    low.add_argument("--out", required=True, help="directory for <name>.<platform>.bin and summary.json")
+    low.set_defaults(func=_lower)
 
     bench = sub.add_parser("bench", help="every benchmark vs its reference, side by side; regenerates BENCHMARKS.md")
     bench.add_argument("--only", default=None, help="comma-separated benchmark names (see --list; default: all)")

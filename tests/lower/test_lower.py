@@ -1,0 +1,104 @@
+"""`vrsjax lower` from this CPU host: the tiny model (128-wide text heads) for TPU on fsdp=2 x tensor=2 and for CUDA
+on data=2 x fsdp=2, four host devices each. Every artifact deserializes for its platform with 4 devices and
+sharded inputs, holds no call only a CPU can serve, and the TPU text attention is the Mosaic splash kernel."""
+
+import json
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vrsjax import cli, lower
+from vrsjax.errors import UserError
+
+RUNS = {"tpu": "fsdp=2,tensor=2", "cuda": "data=2,fsdp=2"}
+SMALL = ["--seq", "128", "--n", "2", "--response", "16"]  # lowering time hardly depends on sizes
+
+
+@pytest.fixture(scope="module")
+def lowered(tmp_path_factory):
+    out = {}
+    for platform, mesh in RUNS.items():
+        folder = tmp_path_factory.mktemp(platform)
+        argv = ["lower", "--platform", platform, "--model", "tiny", "--mesh", mesh, "--out", str(folder), *SMALL]
+        assert cli.main(argv) == 0
+        out[platform] = folder
+    return out
+
+
+def _artifacts(folder):
+    summary = json.loads((folder / "summary.json").read_text())
+    for entry in summary["artifacts"]:
+        yield entry, jax.export.deserialize(bytearray((folder / entry["file"]).read_bytes()))
+
+
+@pytest.mark.parametrize("platform", RUNS)
+def test_every_artifact_deserializes_for_its_platform_sharded_on_4_devices(lowered, platform):
+    summary = json.loads((lowered[platform] / "summary.json").read_text())
+    assert summary["platform"] == platform and summary["mesh"] == dict(lower.parse_mesh(RUNS[platform]))
+    assert [a["name"] for a in summary["artifacts"]] == list(lower.ARTIFACTS)
+    for entry, exported in _artifacts(lowered[platform]):
+        assert entry["file"] == f"{entry['name']}.{platform}.bin"
+        assert exported.platforms == (platform,) and exported.nr_devices == entry["devices"] == 4
+        shardings = [None if s is None else str(s) for s in exported.in_shardings_hlo]  # None: an unused input
+        assert shardings == entry["in_shardings"]
+        assert any("devices=[" in s for s in shardings), f"{entry['name']}: no sharded input"
+        assert "sdy.sharding" in exported.mlir_module()  # the partitioner's annotations travel with the module
+        assert isinstance(entry["bytes_per_device"], int) and entry["bytes_per_device"] > 0
+
+
+@pytest.mark.parametrize("platform", RUNS)
+def test_no_cpu_only_calls(lowered, platform):
+    for entry, exported in _artifacts(lowered[platform]):
+        calls = lower.custom_calls(exported)
+        assert calls == entry["custom_calls"]
+        assert not [c for c in calls if lower.CPU_ONLY_CALLS.search(c)], entry["name"]
+        assert not re.search(r"callback|lapack", exported.mlir_module(), re.IGNORECASE), entry["name"]
+
+
+def test_tpu_text_attention_is_the_mosaic_kernel(lowered):
+    for entry, exported in _artifacts(lowered["tpu"]):
+        calls = lower.custom_calls(exported)
+        if entry["name"] == "decode":  # the decode step's own shared-prefix attention, no backend switch
+            assert "tpu_custom_call" not in calls
+            continue
+        assert entry["attention"].startswith("text: splash"), entry
+        assert "vision: xla" in entry["attention"]  # 16-wide vision heads: not a lane multiple
+        assert "tpu_custom_call" in calls, entry["name"]
+
+
+def test_cuda_attention_says_what_it_lowered(lowered):
+    from vrsjax.layers.attention import cudnn_lowering_error
+
+    reason = cudnn_lowering_error()
+    for entry, _ in _artifacts(lowered["cuda"]):
+        assert "tpu_custom_call" not in entry["custom_calls"]
+        if entry["name"] != "decode":
+            want = "text: cudnn" if reason is None else "text: xla (cuDNN cannot be lowered from this host"
+            assert entry["attention"].startswith(want), entry
+
+
+def test_a_lowering_failure_names_the_artifact_and_the_cause():
+    mesh = lower.host_mesh({"data": 1, "fsdp": 1, "tensor": 1})
+    x = jax.ShapeDtypeStruct((4,), jnp.float32, sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    host_callback = jax.jit(lambda a: jax.pure_callback(np.sin, jax.ShapeDtypeStruct((4,), jnp.float32), a))
+    with pytest.raises(UserError, match=r"artifact 'probe' does not lower for tpu: \w+"):
+        lower._export("probe", "tpu", host_callback, (x,))
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--mesh", "fsdp=two"], "--mesh 'fsdp=two'"),
+        (["--mesh", "fsdp=64"], "needs 64 devices"),
+        (["--seq", "100"], "--seq 100"),
+        (["--layers", "0"], "--layers 0"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path, capsys, argv, match):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["lower", "--platform", "tpu", "--out", str(tmp_path), *argv])
+    assert match in str(exit_info.value) and "\n" not in str(exit_info.value)
+    assert not (tmp_path / "summary.json").exists()
