@@ -28,6 +28,8 @@ import sam2
 import torch
 from PIL import Image
 
+from vrsjax.services import sam2_group
+
 CONFIGS = {
     "hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
     "hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
@@ -136,6 +138,11 @@ def object_prompts(boxes: Any = None, points: Any = None, labels: Any = None) ->
             raise ValueError(f"SAM2 object {k} has neither a box nor a point")
         prompts.append((box, pts, lbl))
     return prompts
+
+
+def _masklet_key(keyframe: int, prompt: Prompt) -> tuple:
+    """What a masklet is a function of, besides the frames: the keyframe and the object's prompt."""
+    return (keyframe, *(None if a is None else (a.shape, a.tobytes()) for a in prompt))
 
 
 def _batched(value: Any, dtype: type, ndim: int, name: str, shape: str) -> np.ndarray:
@@ -278,8 +285,7 @@ class SAM2Service:
         logits, the float32 mask logits at frame size instead (the union is their maximum over objects).
         """
         video = frames if isinstance(frames, Video) else self.prepare(frames)
-        if video.images.shape[-1] != self.image_size:
-            raise ValueError(f"this Video was prepared at image_size {video.images.shape[-1]}, not {self.image_size}")
+        self._check_video(video)
         keyframe = operator.index(keyframe)
         if not 0 <= keyframe < video.num_frames:
             raise ValueError(f"SAM2 keyframe {keyframe} is outside the {video.num_frames} frames")
@@ -290,6 +296,103 @@ class SAM2Service:
                 return (scores if per_object else scores.amax(dim=1)).cpu().numpy()
             masks = scores > 0
             return (masks if per_object else masks.any(dim=1)).cpu().numpy()
+
+    def propagate_group(
+        self,
+        video: Video,
+        requests: list[dict[str, Any]],
+        per_object: bool = False,
+        logits: bool = False,
+        exact: bool = False,
+    ) -> list[np.ndarray]:
+        """`propagate` for many requests on one prepared video (one per response of a GRPO group, say), batched.
+
+        video: from `prepare(frames)`; requests: dicts with `keyframe` and `boxes` and/or `points` + `labels` (as
+        `propagate` takes them). Returns one array per request, shaped as `propagate` returns it. Every object of
+        every request is prompted on its keyframe alone, then all objects tracked through a frame go through memory
+        attention, the mask decoder and the memory encoder as one batch, each with its own memories
+        (`vrsjax.services.sam2_group`), forward over the video then backward; an object asked for twice is tracked
+        once. The logits equal the per-object official path's up to float rounding; exact=True runs that path
+        instead (`propagate`, bit-identical to the official predictor).
+        """
+        self._check_video(video)
+        parsed = [self._request(video, index, request) for index, request in enumerate(requests)]
+        with self._running():
+            if exact or sam2_group.unsupported(self.predictor) is not None:
+                scores = [torch.stack([self._object_logits(video, k, p) for p in prompts], 1) for k, prompts in parsed]
+            else:
+                masklets = self._group_masklets(video, [(k, p) for k, prompts in parsed for p in prompts])
+                scores = [torch.stack([masklets[_masklet_key(k, p)] for p in prompts], 1) for k, prompts in parsed]
+            if logits:
+                return [(s if per_object else s.amax(dim=1)).cpu().numpy() for s in scores]
+            return [(s > 0 if per_object else (s > 0).any(dim=1)).cpu().numpy() for s in scores]
+
+    def _request(self, video: Video, index: int, request: dict[str, Any]) -> tuple[int, list[Prompt]]:
+        unknown = set(request) - {"keyframe", "boxes", "points", "labels"}
+        if "keyframe" not in request or unknown:
+            raise ValueError(
+                f"SAM2 request {index} needs a keyframe and boxes and/or points + labels, got keys {sorted(request)}"
+            )
+        keyframe = operator.index(request["keyframe"])
+        if not 0 <= keyframe < video.num_frames:
+            raise ValueError(f"SAM2 request {index}: keyframe {keyframe} is outside the {video.num_frames} frames")
+        prompts = object_prompts(request.get("boxes"), request.get("points"), request.get("labels"))
+        return keyframe, prompts
+
+    def _group_masklets(self, video: Video, objects: list[tuple[int, Prompt]]) -> dict[tuple, torch.Tensor]:
+        """(keyframe, prompt) -> float32[T, H, W] logits of every object, the new ones tracked in one batch; kept in
+        `video.masklets` under ("group", key), apart from the exact path's."""
+        found: dict[tuple, torch.Tensor] = {}
+        tracks, keys = [], []
+        for keyframe, prompt in objects:
+            key = _masklet_key(keyframe, prompt)
+            if key in found or (key in keys):
+                continue
+            if ("group", *key) in video.masklets:
+                found[key] = video.masklets[("group", *key)]
+                continue
+            tracks.append(self._conditioned(video, keyframe, prompt))
+            keys.append(key)
+        features = self._frame_features(video)
+        sam2_group.track(self.predictor, tracks, video.num_frames, features, (video.height, video.width))
+        for key, track in zip(keys, tracks, strict=True):
+            video.masklets[("group", *key)] = found[key] = track.logits
+        return found
+
+    def _conditioned(self, video: Video, keyframe: int, prompt: Prompt) -> sam2_group.Track:
+        """One object prompted on its keyframe by the official predictor (its decoder, then its memory encoder as
+        `propagate_in_video` runs it first): a `Track` holding that conditioning output and the keyframe's logits."""
+        state = self._new_state(video)
+        box, points, labels = prompt
+        self.predictor.add_new_points_or_box(state, frame_idx=keyframe, obj_id=0, points=points, labels=labels, box=box)
+        self.predictor.propagate_in_video_preflight(state)
+        outputs = state["output_dict_per_obj"][0]
+        scores = torch.zeros(video.num_frames, video.height, video.width, dtype=torch.float32, device=self.device)
+        pred_masks = outputs["cond_frame_outputs"][keyframe]["pred_masks"]
+        scores[keyframe] = self.predictor._get_orig_video_res_output(state, pred_masks)[1][0, 0]
+        return sam2_group.Track(keyframe, outputs, scores)
+
+    def _frame_features(self, video: Video) -> sam2_group.FrameFeatures:
+        """frame -> its flattened backbone features: from the video's cache, or computed and kept until the next
+        frame is asked for (a video prepared without features, as the official predictor keeps one frame)."""
+        latest: dict[int, dict[str, Any]] = {}
+
+        def features(t: int):
+            if t in video.features:
+                backbone = video.features[t][1]
+            else:
+                if t not in latest:
+                    latest.clear()
+                    latest[t] = self.predictor.forward_image(video.images[t].to(self.device).float().unsqueeze(0))
+                backbone = latest[t]
+            _, vision_feats, vision_pos, feat_sizes = self.predictor._prepare_backbone_features(backbone)
+            return vision_feats, vision_pos, feat_sizes
+
+        return features
+
+    def _check_video(self, video: Video) -> None:
+        if video.images.shape[-1] != self.image_size:
+            raise ValueError(f"this Video was prepared at image_size {video.images.shape[-1]}, not {self.image_size}")
 
     def segment_image(
         self,
@@ -321,7 +424,7 @@ class SAM2Service:
     def _object_logits(self, video: Video, keyframe: int, prompt: Prompt) -> torch.Tensor:
         """float32[T, H, W] mask logits on the device: one object prompted on `keyframe`, tracked forward then
         backward (a later frame of the backward pass overwrites nothing but the keyframe, with the same value)."""
-        key = (keyframe, *(None if a is None else (a.shape, a.tobytes()) for a in prompt))
+        key = _masklet_key(keyframe, prompt)
         if key in video.masklets:
             return video.masklets[key]
         state = self._new_state(video)
