@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 from pathlib import Path
 
 GIB = 2**30
@@ -92,9 +93,14 @@ def resolve_model(model: str | None):
         raise ValueError("no model: set worker.actor.model.model_path to an HF directory, or pass --model 3b|7b")
     if Path(model).is_dir() or Path(model).name == "config.json":
         return Qwen2_5_VLConfig.from_pretrained(model), str(model)
-    key = next((k for k in _PRESETS if k in Path(model).name.lower().replace("-", "")), None)
+    words = re.split(r"[^0-9a-z]+", Path(model).name.lower())  # "Qwen2.5-VL-3B-Instruct" names 3b, "13b" nothing
+    key = next((k for k in _PRESETS if k in words), None)
     if key is None:
-        raise ValueError(f"model {model!r}: not a directory with config.json and not a preset; use 3b, 7b or a path")
+        presets = ", ".join(f"{k} (Qwen2.5-VL-{k.upper()})" for k in _PRESETS)
+        raise ValueError(
+            f"--model {model!r}: not a directory with config.json and not a preset; the presets are {presets}, "
+            "or pass a Hugging Face checkpoint directory"
+        )
     return Qwen2_5_VLConfig.from_hf_dict(preset_config(key), source=f"preset {key}"), f"Qwen2.5-VL-{key.upper()} preset"
 
 
