@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     subset = data_sub.add_parser("subset", help="Veason-R1's stratified training subset of a ReVOS expressions file")
     subset.add_argument("meta", help="e.g. data/ReVOS/meta_expressions_train_.json")
     subset.add_argument("out", help="e.g. data/ReVOS/meta_expressions_train_select.json")
-    subset.add_argument("--size", type=int, required=True, help="expressions to keep")
+    subset.add_argument("--size", type=positive_int, required=True, help="expressions to keep (at least 1)")
     subset.add_argument("--seed", type=int, default=0)
     from vrsjax.teacher.commands import add_cot_arguments, add_difficulty_arguments
 

@@ -50,9 +50,10 @@ def test_small_cells_are_filled_from_everything():
 
 
 def test_write_subset(synth, tmp_path):
-    out = write_subset(
+    out, written, available = write_subset(
         synth.root / "meta_expressions_train_.json", tmp_path / "meta_expressions_train_select.json", size=10, seed=0
     )
+    assert written == 10 and available > 10
     meta = json.loads(out.read_text())["videos"]
     original = json.loads((synth.root / "meta_expressions_train_.json").read_text())["videos"]
     assert meta.keys() == original.keys() and sum(len(v["expressions"]) for v in meta.values()) == 10
@@ -60,6 +61,18 @@ def test_write_subset(synth, tmp_path):
     assert {k: v for k, v in meta[video].items() if k != "expressions"} == {
         k: v for k, v in original[video].items() if k != "expressions"
     }
+
+
+def test_subset_larger_than_the_file_says_what_was_written(synth, tmp_path, capsys):
+    meta = synth.root / "meta_expressions_train_.json"
+    available = sum(len(v["expressions"]) for v in json.loads(meta.read_text())["videos"].values())
+    assert main(["data", "subset", str(meta), str(tmp_path / "s.json"), "--size", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote all {available} expressions" in out and "--size 1000 asked for more" in out
+    written = json.loads((tmp_path / "s.json").read_text())["videos"]
+    assert sum(len(v["expressions"]) for v in written.values()) == available
+    assert main(["data", "subset", str(meta), str(tmp_path / "s.json"), "--size", "5"]) == 0
+    assert f"wrote 5 of {available} expressions" in capsys.readouterr().out
 
 
 def test_label_segments():

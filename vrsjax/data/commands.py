@@ -68,8 +68,11 @@ def build(args: argparse.Namespace) -> int:
 def subset(args: argparse.Namespace) -> int:
     from vrsjax.data.subset import write_subset
 
-    out = write_subset(args.meta, args.out, args.size, args.seed)
-    print(f"wrote {args.size} stratified expressions to {out}")
+    out, written, available = write_subset(args.meta, args.out, args.size, args.seed)
+    if written < args.size:
+        print(f"wrote all {written} expressions to {out}: --size {args.size} asked for more than {args.meta} holds")
+    else:
+        print(f"wrote {written} of {available} expressions (stratified) to {out}")
     return 0
 
 

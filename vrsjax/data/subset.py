@@ -57,14 +57,16 @@ def _draw(rng: np.random.Generator, items: list, count: int) -> list:
     return [items[i] for i in rng.choice(len(items), size=count, replace=False)] if count > 0 else []
 
 
-def write_subset(meta_path: str | Path, out_path: str | Path, size: int, seed: int = 0) -> Path:
-    """Write the subset as a meta_expressions file: every video, with only its chosen expressions."""
+def write_subset(meta_path: str | Path, out_path: str | Path, size: int, seed: int = 0) -> tuple[Path, int, int]:
+    """Write the subset as a meta_expressions file: every video, with only its chosen expressions.
+    -> (out_path, expressions written, expressions in meta_path): fewer than `size` when the file has fewer."""
     meta = json.loads(Path(meta_path).read_text())
     chosen = set(stratified_subset(meta["videos"], size, seed))
+    available = sum(len(vid["expressions"]) for vid in meta["videos"].values())
     videos = {
         video: {**vid, "expressions": {e: x for e, x in vid["expressions"].items() if (video, str(e)) in chosen}}
         for video, vid in meta["videos"].items()
     }
     out_path = Path(out_path)
     out_path.write_text(json.dumps({"videos": videos}, indent=4))
-    return out_path
+    return out_path, len(chosen), available
