@@ -13,7 +13,13 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from parallel_mp_worker import model_batch
 
-from vrsjax.layers.attention import attention, resolve_implementation, splash_available
+from vrsjax.layers.attention import (
+    attention,
+    cudnn_lowering_error,
+    for_platform,
+    resolve_implementation,
+    splash_available,
+)
 from vrsjax.models import qwen2_5_vl
 from vrsjax.parallel.mesh import make_mesh
 
@@ -129,3 +135,21 @@ def test_whole_model_with_each_backend(tiny, impl):
     want = np.asarray(qwen2_5_vl.from_pretrained(tiny, attention="reference")(**batch))
     got = np.asarray(qwen2_5_vl.from_pretrained(tiny, attention=impl)(**batch))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)  # padding positions included
+
+
+def test_auto_for_another_platform():
+    """`auto:<platform>` (what `vrsjax lower` puts in the model) chooses for the target, never for this host."""
+    assert for_platform("auto", "tpu") == "auto:tpu" and for_platform("xla", "tpu") == "xla"
+    with pytest.raises(ValueError, match="platform 'gpu'"):
+        for_platform("auto", "gpu")  # jax.export names NVIDIA GPUs "cuda"
+    q, k, v = _inputs(*CASES[0])
+    with pytest.raises(ValueError, match="auto:<one of"):
+        attention(q, k, v, None, scale=SCALE, implementation="auto:gpu")
+    np.testing.assert_array_equal(
+        np.asarray(attention(q, k, v, None, scale=SCALE, implementation="auto:cpu")),
+        np.asarray(attention(q, k, v, None, scale=SCALE, implementation="xla")),
+    )
+    reason = cudnn_lowering_error()  # None only where JAX sees cuDNN and a GPU to trace the kernel with
+    want = "cudnn" if reason is None else "xla"
+    assert resolve_implementation(jnp.bfloat16, 128, 64, 64, platform="cuda") == want
+    assert reason is None or "cuDNN" in reason

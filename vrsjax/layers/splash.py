@@ -6,7 +6,8 @@ and fully masked blocks are skipped. Grouped-query attention runs the multi-quer
 Lengths are padded to the 128-wide blocks. Two behaviours are made to match the reference exactly: the softmax
 scale is applied to q (the kernel has none), and a fully masked query row, which the kernel cannot represent,
 returns the uniform average of the values as the reference's large-negative masking does. Off TPU the kernel runs
-in Pallas interpret mode, which is how it is tested on CPU.
+in Pallas interpret mode, which is how it is tested on CPU, unless the caller lowers for a TPU from another host
+(`interpret=False`, as `auto:tpu` attention does for `vrsjax lower`): then it is the Mosaic kernel a TPU runs.
 """
 
 from __future__ import annotations
