@@ -144,3 +144,22 @@ def test_resume_after_kill_does_not_pay_twice(teacher_dataset, tmp_path, run_dat
     assert report["usage"]["cache_hits"] == hold
     assert len(teacher.answered) == len(samples) == len(set(teacher.answered))
     assert report["counts"]["kept"] == len(samples)
+
+
+def test_a_run_whose_every_request_failed_exits_1_and_writes_nothing(teacher_dataset, tmp_path):
+    import socket
+
+    from vrsjax.cli import main
+
+    with socket.socket() as closed:  # a port nobody listens on: every request is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    out = tmp_path / "cot.json"
+    argv = _args(teacher_dataset, out, f"http://127.0.0.1:{port}/v1", "--max-retries", "0", "--timeout", "5")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "cot", *argv])
+    message = str(exit_info.value.code)
+    assert message.startswith(f"vrsjax data cot: --endpoint http://127.0.0.1:{port}/v1: no sample kept: ")
+    assert "requests failed" in message and "was not written" in message and "\n" not in message
+    assert not out.exists() and not (tmp_path / "dataset_info.json").exists()
+    assert json.loads((tmp_path / "cot.json.report.json").read_text())["counts"]["kept"] == 0

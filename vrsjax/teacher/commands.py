@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from vrsjax.errors import UserError
 from vrsjax.teacher.client import ClientConfig, TeacherClient
 from vrsjax.teacher.jobs import RunCounts, ask_all, select_samples
 
@@ -91,6 +92,26 @@ async def _ask(args, config, jobs, build, validate, counts, desc):
     return results, client.usage
 
 
+def _check_kept(args, out: Path, records: list, counts: RunCounts, usage, config: ClientConfig) -> None:
+    """A run that kept nothing writes its report and fails (UserError) without writing or registering `out`:
+    an empty dataset file would look like a finished run."""
+    if records:
+        return
+    _finish(out, counts, usage, config, {"output": None})
+    why = (
+        ", ".join(
+            ([f"{counts.failed} of {counts.selected} requests failed"] if counts.failed else [])
+            + ([f"{counts.dropped_invalid} samples dropped after invalid replies"] if counts.dropped_invalid else [])
+        )
+        or "no sample was selected from --dataset"
+    )
+    first = f" (first failure: {counts.first_failure})" if counts.first_failure else ""
+    raise UserError(
+        f"--endpoint {args.endpoint}: no sample kept: {why}{first}; {out} was not written; check the endpoint, "
+        f"--model and --api-key-env (counts in {out.name}.report.json)"
+    )
+
+
 def _finish(out: Path, counts: RunCounts, usage, config: ClientConfig, extra: dict | None = None) -> dict:
     report = {"counts": counts.as_dict(), "usage": {**vars(usage), "cost": usage.cost(config)}, **(extra or {})}
     report_path = out.with_name(out.name + ".report.json")
@@ -124,6 +145,7 @@ def run_cot(args: argparse.Namespace) -> dict:
         _ask(args, config, jobs, lambda j: cot.build_messages(j, args.frame_fit), validate, counts, "cot")
     )
     records = [r for r in results if r is not None]
+    _check_kept(args, out, records, counts, usage, config)
     out.write_text(json.dumps(records, indent=2, ensure_ascii=False))
     info = cot.dataset_info(out, args.name)
     print(f"wrote {len(records)} conversations to {out} (registered as {args.name!r} in {info})")
@@ -154,6 +176,7 @@ def run_difficulty(args: argparse.Namespace) -> dict:
         )
     )
     records = [r for r in results if r is not None]
+    _check_kept(args, out, records, counts, usage, config)
     with open(out, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     levels = difficulty.level_counts(records)

@@ -39,6 +39,7 @@ class RunCounts:
     reasks: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> samples not selected
     invalid_reasons: Counter = field(default_factory=Counter)  # reason -> invalid replies (re-asked or dropped)
+    first_failure: str = ""  # the first failed request's error, for a run in which nothing was kept
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -104,8 +105,9 @@ async def _job(
     for attempt in range(max_attempts):
         try:
             reply = await client.chat(messages, **{**params, "seed": params.get("seed", 0) + attempt})
-        except TeacherError:
+        except TeacherError as error:
             counts.failed += 1
+            counts.first_failure = counts.first_failure or str(error)
             return None
         try:
             return validate(job, reply.text)
