@@ -46,7 +46,8 @@ def test_predict_writes_the_layout_and_resumes(tmp_path, tiny_checkpoint, policy
     # A second run (through the command line) finds everything done: nothing is loaded or predicted.
     argv = ["predict", "--dataset", "revos", "--data", str(data.root), "--split", "valid", "--out", str(out)]
     assert main([*argv, "--checkpoint", str(tiny_checkpoint), "--limit", "4"]) == 0
-    assert "0 predicted, 4 already complete, of 4" in capsys.readouterr().out
+    assert "0 predicted, 4 already complete, of 4; parse failures (all runs) 4" in capsys.readouterr().out
+    assert len(json.loads((out / REPORT_FILE).read_text())["parse_failures"]) == 4  # the first run's stay
 
     # An interrupted expression (a frame missing) and a deleted one are predicted again, in one batch whose
     # partners differ from the first run's: greedy answers and masks come out the same.
@@ -55,6 +56,8 @@ def test_predict_writes_the_layout_and_resumes(tmp_path, tiny_checkpoint, policy
     shutil.rmtree(layout.prediction_dir(out, split[2].video, split[2].exp_id))
     report = predict(data.root, out, limit=4, progress=False, **run)
     assert (report.skipped_complete, report.predicted) == (2, 2)
+    assert sorted(report.parse_failures) == sorted(s.key for s in split[:4])  # 2 from this run, 2 from the first
+    assert json.loads((out / REPORT_FILE).read_text())["parse_failures"] == report.parse_failures
     again = answers(out)  # the file is appended to: the latest line of each expression wins
     for sample in split[1:3]:
         key = (sample.video, sample.exp_id)

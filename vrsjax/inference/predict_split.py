@@ -6,7 +6,9 @@ expressions whose folder is complete (`layout.is_complete`) are skipped, as the 
 existing output folders. Veason-R1 answers `batch_size` expressions per `generate` call (sharded over the mesh's
 data axes when a mesh is given) and computes SAM2's image features once per video; VideoSeg-R1's sampler asks its
 questions one expression at a time. Each expression's answer is appended to `<out>/answers.jsonl`; parse failures
-(fallback prompts) are counted, listed in `<out>/predict_report.json` and printed at the end.
+(fallback prompts) and clipped keyframes are counted, listed in `<out>/predict_report.json` and printed at the end.
+They are those of every selected expression, whichever run predicted it: read back from answers.jsonl (the latest
+line of each expression), so a resumed run, even after a kill, keeps the earlier runs' failures.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ REPORT_FILE = "predict_report.json"
 
 @dataclass
 class PredictReport:
-    """Counts of one `predict` run: expressions selected, already complete (skipped), predicted now, and among those
-    the parse failures (keys listed) and clipped keyframes."""
+    """Counts of one `predict` run: expressions selected, already complete (skipped), predicted now, and among all
+    selected expressions (this run's and earlier runs') the parse failures and clipped keyframes (keys listed)."""
 
     dataset: str
     split: str
@@ -46,7 +48,7 @@ class PredictReport:
     def line(self) -> str:
         return (
             f"{self.dataset}/{self.split} ({self.pipeline}): {self.predicted} predicted, {self.skipped_complete} "
-            f"already complete, of {self.selected}; parse failures {len(self.parse_failures)}"
+            f"already complete, of {self.selected}; parse failures (all runs) {len(self.parse_failures)}"
             f"{' ' + str(self.parse_failures[:10]) if self.parse_failures else ''}; "
             f"keyframes clipped {len(self.keyframe_clipped)}; {self.seconds:.1f}s"
         )
@@ -119,6 +121,7 @@ def predict(
                 bar.update(len(batch))
     report.seconds = time.perf_counter() - start
     Path(out).mkdir(parents=True, exist_ok=True)
+    report.parse_failures, report.keyframe_clipped = _answer_flags(out, samples)
     (Path(out) / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2))
     return report
 
@@ -137,13 +140,26 @@ def _read_videos(batch: Sequence) -> dict:
     return videos
 
 
+def _answer_flags(out: str | Path, samples: Sequence) -> tuple[list[str], list[str]]:
+    """The keys of the samples whose latest answer in answers.jsonl did not parse, and of those whose keyframe
+    was clipped. A line cut short by a kill is skipped (its expression is not complete, so it is predicted again)."""
+    latest = {}
+    path = Path(out) / ANSWERS_FILE
+    for text in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            answer = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        latest[(str(answer["video"]), str(answer["exp_id"]))] = answer
+    answered = [(s.key, latest[key]) for s in samples if (key := (str(s.video), str(s.exp_id))) in latest]
+    failures = [k for k, a in answered if not a.get("parse_ok", True)]
+    clipped = [k for k, a in answered if (a.get("details") or {}).get("keyframe_clipped")]
+    return failures, clipped
+
+
 def _save(out: str | Path, sample, result: InferenceResult, report: PredictReport) -> None:
     layout.write_masks(out, sample.video, sample.exp_id, sample.frame_names, result.masks)
     report.predicted += 1
-    if not result.parse_ok:
-        report.parse_failures.append(sample.key)
-    if result.details.get("keyframe_clipped"):
-        report.keyframe_clipped.append(sample.key)
     line = {"video": sample.video, "exp_id": sample.exp_id, "expression": sample.expression, **result.summary()}
     line.pop("mask_pixels_per_frame")
     with open(Path(out) / ANSWERS_FILE, "a", encoding="utf-8") as f:
