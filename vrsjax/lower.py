@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -32,12 +33,13 @@ from jax.sharding import PartitionSpec as P
 from vrsjax.errors import UserError
 from vrsjax.layers.attention import cudnn_lowering_error, for_platform, resolve_implementation
 
-PLATFORMS = ("tpu", "cuda")
+PLATFORMS = ("tpu", "cuda", "cpu")  # cpu: the same artifacts for this host, to call them and compare
 MODELS = ("tiny", "small", "3b", "7b")
 ARTIFACTS = ("forward", "decode", "grpo_update", "sft_update")
 # calls only a CPU runtime can serve: host Python callbacks and LAPACK kernels
 CPU_ONLY_CALLS = re.compile(r"python_cpu_callback|python_gpu_callback|lapack_|^cpu_")
-_PLAN_DEVICE = {"tpu": "v5p", "cuda": "h100"}  # only names the platform for the plan; nothing is checked against it
+# the plan's device decides only where SAM2 would sit (not planned here) and a verdict (not reported)
+_PLAN_DEVICE = {"tpu": "v5p", "cuda": "h100", "cpu": "h100"}
 _VIDEO_FRAMES = 4  # frames per prompt: temporal patches of 2, so a vision grid of t=2
 
 
@@ -111,10 +113,12 @@ def host_mesh(mesh_shape: dict[str, int]):
     from vrsjax.parallel.mesh import make_mesh
 
     count = math.prod(mesh_shape.values())
-    try:
-        jax.config.update("jax_num_cpu_devices", count)
-    except RuntimeError:  # JAX already started (e.g. under pytest): use the devices it has
-        pass
+    flag = re.search(r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))
+    if count > max(jax.config.jax_num_cpu_devices, int(flag.group(1)) if flag else 1):  # never fewer than asked for
+        try:
+            jax.config.update("jax_num_cpu_devices", count)
+        except RuntimeError:  # JAX has started: the devices it has must do
+            pass
     devices = jax.devices("cpu")
     if len(devices) < count:
         raise UserError(
@@ -221,7 +225,8 @@ def _attention(platform: str, config, text_length: int | None, vision: bool, own
     if own is not None:
         parts.append(f"{own}: shared-prefix einsum (vrsjax.layers.attention.shared_prefix_attention)")
     if vision:
-        parts.append(f"vision: {_attention_choice(platform, dtype, config.vision.head_dim, 64)}")
+        window = (config.vision.window_size // config.vision.patch_size) ** 2  # patches per window block
+        parts.append(f"vision: {_attention_choice(platform, dtype, config.vision.head_dim, window)}")
     return "; ".join(parts)
 
 

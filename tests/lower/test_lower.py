@@ -102,3 +102,34 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys, argv, match):
         cli.main(["lower", "--platform", "tpu", "--out", str(tmp_path), *argv])
     assert match in str(exit_info.value) and "\n" not in str(exit_info.value)
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_an_artifact_lowered_for_this_host_computes_the_model_forward(tmp_path):
+    """The calling convention the README documents (the leaves of (model state, ModelInputs), flattened) on the
+    function the model jits: lowered for CPU on one device, called, equal to the model's own forward."""
+    from flax import nnx
+
+    from vrsjax.models import qwen2_5_vl
+    from vrsjax.testing import TINY_IDS
+
+    settings = lower.Settings(platform="cpu", model="tiny", seq=128, n=2, response=16, dtype="float32")
+    lower.run(settings, tmp_path, names=("forward",))
+    exported = jax.export.deserialize(bytearray((tmp_path / "forward.cpu.bin").read_bytes()))
+    config = lower.model_config("tiny", dtype="float32")
+    model = qwen2_5_vl.from_config(config, seed=1)
+    side = lower._video_side(settings.seq)  # the video the artifact was lowered for: grid (2, side, side)
+    tokens = 2 * side * side // 4
+    rng = np.random.default_rng(0)
+    text = rng.integers(0, 290, settings.seq - tokens - 2)
+    start, pad, end = (TINY_IDS[f"{k}_token_id"] for k in ("vision_start", "video", "vision_end"))
+    ids = [start] + [pad] * tokens + [end]
+    inputs = qwen2_5_vl.prepare_inputs(
+        config,
+        np.concatenate([ids, text])[None],
+        pixel_values_videos=rng.normal(size=(2 * side * side, config.vision.patch_dim)).astype(np.float32),
+        video_grid_thw=np.array([[2, side, side]]),
+        second_per_grid_ts=np.array([1.0]),
+    )
+    got = exported.call(*jax.tree.leaves((nnx.state(model), inputs)))[0]
+    want = jax.jit(lambda m, x: m.forward(x))(model, inputs)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
