@@ -197,3 +197,28 @@ def test_cli_bad_input_fails_with_one_line(tmp_path, tiny_checkpoint, frame_fold
     message = run_cli("--checkpoint", str(tiny_checkpoint), "--video", str(folder), "--query", "x", "--out", "o")
     assert "no SAM2 weights" in message
     assert not (tmp_path / "out").exists()
+
+
+def sam2_run_warnings(silence: bool) -> list[str]:
+    """The warnings of what SAM2 does on every run, and one other deprecation."""
+    import warnings
+
+    import torch
+    from sam2.utils.misc import fill_holes_in_mask_scores
+
+    from vrsjax.inference.commands import silence_known_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if silence:
+            silence_known_warnings()
+        torch.jit.script(torch.nn.Sequential(torch.nn.ReLU()))  # what sam2's SAM2Transforms does
+        fill_holes_in_mask_scores(torch.zeros(1, 1, 8, 8), 4)  # needs sam2's CUDA extension _C, not built here
+        warnings.warn("another deprecation", FutureWarning, stacklevel=1)
+    return [str(w.message) for w in caught]
+
+
+def test_infer_and_predict_silence_only_the_known_sam2_warnings():
+    loud = sam2_run_warnings(silence=False)
+    assert any("torch.jit.script" in m for m in loud) and any("'_C'" in m for m in loud)
+    assert sam2_run_warnings(silence=True) == ["another deprecation"]

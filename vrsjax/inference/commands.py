@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 
 from vrsjax.argtypes import positive_int
 
@@ -96,9 +97,24 @@ def pipeline_config(args: argparse.Namespace):
         raise ValueError(f"--sampler: {err}") from err
 
 
+# Warnings that every SAM2 run prints and that say nothing to a user: sam2 scripts its transforms with the
+# deprecated torch.jit.script, and its optional CUDA extension `_C` (hole filling) is not built (see the Makefile).
+KNOWN_WARNINGS = (
+    (FutureWarning, r"`torch\.jit\.script` is deprecated"),
+    (UserWarning, r"(?s)cannot import name '_C' from 'sam2'.*Skipping the post-processing step"),
+)
+
+
+def silence_known_warnings() -> None:
+    """Filters out KNOWN_WARNINGS, and only those (by category and message)."""
+    for category, message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def run_infer(args: argparse.Namespace) -> int:
     from vrsjax.inference.infer_video import infer
 
+    silence_known_warnings()
     result, paths = infer(
         args.checkpoint,
         args.video,
@@ -118,6 +134,7 @@ def run_infer(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from vrsjax.inference.predict_split import predict
 
+    silence_known_warnings()
     report = predict(
         args.data,
         args.out,
