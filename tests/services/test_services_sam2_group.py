@@ -82,7 +82,7 @@ def test_identical_objects_are_tracked_once(sam2_service, jpeg_video, monkeypatc
     np.testing.assert_array_equal(first, third)
     np.testing.assert_array_equal(second, fourth)
     assert len(video.masklets) == 3  # 3 distinct objects
-    # forward: frames 1, 2 the two keyframe-0 objects, frames 3, 4 the keyframe-2 one too; backward: frames 1, 0 that one
+    # forward: frames 1, 2 the two keyframe-0 objects, 3, 4 the keyframe-2 one too; backward: frames 1, 0 that one
     assert steps == [2, 2, 3, 3, 1, 1]
 
 
@@ -95,6 +95,26 @@ def test_video_without_cached_features(sam2_service, jpeg_video, official):
     got = sam2_service.propagate_group(bare, REQUESTS[:2], per_object=True, logits=True)
     for logits, expected in zip(got, official[:2], strict=True):
         assert_close_to_official(logits, expected)
+
+
+def test_segment_image_sends_all_boxes_in_one_call(sam2_service, jpeg_video, monkeypatch):
+    from vrsjax.services.sam2 import object_prompts
+
+    _, frames = jpeg_video
+    boxes = np.array([[18, 8, 42, 33], [0, 0, 25, 30], [30, 30, 30, 30], [40, 20, 63, 47]], np.float32)
+    prompts = object_prompts(boxes)
+    with sam2_service._running():
+        sam2_service.image_predictor.set_image(frames[1])
+        exact = sam2_service._image_logits(prompts, True, exact=True)  # one official predict per object
+        calls = []
+        predict = sam2_service.image_predictor.predict
+        monkeypatch.setattr(sam2_service.image_predictor, "predict", lambda **kw: calls.append(1) or predict(**kw))
+        batched = sam2_service._image_logits(prompts, True, exact=False)
+    assert len(calls) == 1 and batched.shape == (4, HEIGHT, WIDTH)
+    assert_close_to_official(batched, exact)
+    masks = sam2_service.segment_image(frames[1], boxes, per_object=True)
+    sure = np.abs(exact) > 1e-2
+    np.testing.assert_array_equal(masks[sure], exact[sure] > 0)
 
 
 @pytest.mark.parametrize(

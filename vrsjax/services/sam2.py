@@ -145,6 +145,10 @@ def _masklet_key(keyframe: int, prompt: Prompt) -> tuple:
     return (keyframe, *(None if a is None else (a.shape, a.tobytes()) for a in prompt))
 
 
+def _stacked(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+    return None if arrays[0] is None else np.stack(arrays)
+
+
 def _batched(value: Any, dtype: type, ndim: int, name: str, shape: str) -> np.ndarray:
     array = _host_array(value).astype(dtype)
     if array.ndim == ndim - 1:
@@ -402,24 +406,42 @@ class SAM2Service:
         labels: Any = None,
         per_object: bool = False,
         multimask_output: bool = True,
+        exact: bool = False,
     ) -> np.ndarray:
-        """The official image predictor on uint8[H, W, 3], one `predict` per object; with multimask_output the mask
-        with the highest predicted IoU is kept (the first of the descending argsort, as Veason-R1 picks it).
+        """The official image predictor on uint8[H, W, 3]; with multimask_output the mask with the highest predicted
+        IoU is kept per object (the first of the descending argsort, as Veason-R1 picks it).
 
+        All objects with as many prompt points go through the predictor as one batch (one `predict` call); their
+        masks equal one `predict` per object (Veason-R1's call) up to float rounding, and exactly with exact=True.
         Returns bool[H, W], the union of the objects, or bool[K, H, W] with per_object.
         """
         array = as_frames(_host_array(image)[None])[0]
         prompts = object_prompts(boxes, points, labels)
-        masks = []
         with self._running():
             self.image_predictor.set_image(array)
-            for box, pts, lbl in prompts:
-                candidates, scores, _ = self.image_predictor.predict(
-                    point_coords=pts, point_labels=lbl, box=box, multimask_output=multimask_output
-                )
-                masks.append(candidates[np.argsort(scores)[::-1][0]] > 0)
-        stacked = np.stack(masks)
-        return stacked if per_object else stacked.any(axis=0)
+            masks = self._image_logits(prompts, multimask_output, exact) > 0
+        return masks if per_object else masks.any(axis=0)
+
+    def _image_logits(self, prompts: list[Prompt], multimask_output: bool, exact: bool) -> np.ndarray:
+        """float32[K, H, W]: each object's chosen mask logits on the image set in the image predictor."""
+        batches: dict[tuple, list[int]] = {}
+        for k, (box, pts, _) in enumerate(prompts):
+            key = (k,) if exact else (box is None, None if pts is None else len(pts))
+            batches.setdefault(key, []).append(k)
+        logits: list[np.ndarray] = [np.empty(0)] * len(prompts)
+        for rows in batches.values():
+            if len(rows) == 1:  # the very call Veason-R1 makes for one object
+                box, pts, lbl = prompts[rows[0]]
+            else:
+                box, pts, lbl = (_stacked([prompts[k][i] for k in rows]) for i in range(3))
+            candidates, scores, _ = self.image_predictor.predict(
+                point_coords=pts, point_labels=lbl, box=box, multimask_output=multimask_output, return_logits=True
+            )
+            candidates = candidates.reshape(len(rows), -1, *candidates.shape[-2:])
+            scores = scores.reshape(len(rows), -1)
+            for row, k in enumerate(rows):
+                logits[k] = candidates[row, np.argsort(scores[row])[::-1][0]]
+        return np.stack(logits)
 
     def _object_logits(self, video: Video, keyframe: int, prompt: Prompt) -> torch.Tensor:
         """float32[T, H, W] mask logits on the device: one object prompted on `keyframe`, tracked forward then
