@@ -222,3 +222,48 @@ def test_infer_and_predict_silence_only_the_known_sam2_warnings():
     loud = sam2_run_warnings(silence=False)
     assert any("torch.jit.script" in m for m in loud) and any("'_C'" in m for m in loud)
     assert sam2_run_warnings(silence=True) == ["another deprecation"]
+
+
+@pytest.fixture(scope="module")
+def damaged_mp4(tmp_path_factory):
+    """A 40-frame MP4 written with PyAV, and a copy with 3 KB zeroed in the middle of the stream."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, 128)[None, :, None]
+    frames = np.stack([np.broadcast_to((np.sin(6 * ramp + t / 4) * 0.5 + 0.5) * 255, (96, 128, 3)) for t in range(40)])
+    frames = frames.astype(np.uint8)
+    frames[:, 30:60, 40:80] = rng.integers(0, 255, (40, 30, 40, 3))
+    folder = tmp_path_factory.mktemp("damaged")
+    clean = write_video(folder / "clean.mp4", frames, fps=10)
+    data = bytearray(clean.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 3072] = bytes(3072)
+    bad = folder / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    return clean, bad
+
+
+def test_damaged_frames_are_counted_reported_and_refused_over_the_limit(damaged_mp4, caplog):
+    from vrsjax.errors import UserError
+
+    clean, bad = damaged_mp4
+    good = read_video(clean)
+    assert good.num_frames == 40 and good.damaged == []
+    with caplog.at_level("WARNING", logger="vrsjax.inference.video"):
+        video = read_video(bad, max_damaged=0.5)
+    assert video.num_frames == 40 and video.names == good.names  # frames keep their times
+    assert 0 < len(video.damaged) <= 0.5 * 40
+    assert [r.getMessage() for r in caplog.records] == [
+        f"video {bad}: {len(video.damaged)} of 40 frames are damaged (frames "
+        f"{', '.join(map(str, video.damaged))}); each missing one repeats the previous frame"
+    ]
+    undamaged = [t for t in range(40) if t not in video.damaged]
+    np.testing.assert_array_equal(video.frames[undamaged[:5]], good.frames[undamaged[:5]])
+    with pytest.raises(UserError, match=f"video {bad}: {len(video.damaged)} of 40 frames are damaged"):
+        read_video(bad, max_damaged=(len(video.damaged) - 1) / 40)
+
+
+def test_infer_out_that_is_a_file_fails_before_any_work(tmp_path):
+    (tmp_path / "out").write_text("x")
+    message = run_cli(
+        "--checkpoint", str(tmp_path), "--video", str(tmp_path), "--query", "x", "--out", str(tmp_path / "out")
+    )
+    assert message.startswith(f"vrsjax infer: --out {tmp_path / 'out'}: is a file")

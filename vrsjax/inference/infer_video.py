@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from vrsjax.errors import UserError
 from vrsjax.inference import veason, videoseg
 from vrsjax.inference.policy import Policy, check_checkpoint
 from vrsjax.inference.result import InferenceResult
@@ -43,6 +44,8 @@ def infer(
     veason.check_query(query)
     segmenters = segmenters or SegmenterOptions()
     config = config or (veason.VeasonConfig() if pipeline == "veason" else videoseg.VideoSegConfig())
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out}: is a file; give a folder for masks/, the overlay and result.json")
     start = time.perf_counter()
     clip = read_video(video)
     if policy is None:
@@ -65,6 +68,7 @@ def infer(
         "video": clip.source,
         "checkpoint": str(checkpoint),
         "num_frames": clip.num_frames,
+        "damaged_frames": clip.damaged,
         "height": clip.height,
         "width": clip.width,
         "config": asdict(config),

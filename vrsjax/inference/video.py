@@ -4,17 +4,28 @@ per-frame PNG masks, and an overlay video (MP4 through PyAV, or GIF through PIL)
 A video is `uint8[T, H, W, 3]` RGB frames plus one name per frame: the file stems of a folder (sorted by name,
 the ReVOS/MeViS/DAVIS layout), or `00000`, `00001`, ... for a video file. Every failure names the file: a missing
 path, a folder without images, frames of different sizes, a file FFmpeg cannot decode or with no video stream.
+
+A damaged video file (bytes lost or overwritten mid-stream) is decoded packet by packet. A frame is damaged when
+its packet does not decode (it is then replaced by the previous good frame, so the frames keep their times and
+names) or when FFmpeg flags it corrupt (kept as FFmpeg concealed it). Damaged frames are counted, logged in one
+line and listed in `Video.damaged`; more than MAX_DAMAGED_FRACTION of them is a UserError naming the file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vrsjax.errors import UserError
 from vrsjax.processing.frames import IMAGE_SUFFIXES, load_frames
+
+logger = logging.getLogger(__name__)
+
+MAX_DAMAGED_FRACTION = 0.1  # more damaged frames than this and a video file is refused: its masks would be noise
 
 MASK_COLOR = (255, 40, 40)
 BOX_COLOR = (40, 255, 40)
@@ -25,12 +36,14 @@ NEGATIVE_COLOR = (255, 40, 255)
 @dataclass
 class Video:
     """frames: uint8[T, H, W, 3] RGB; names: one name per frame (PNG masks are written as `<name>.png`);
-    fps: the file's frame rate (None for a folder); source: where it was read from."""
+    fps: the file's frame rate (None for a folder); source: where it was read from; damaged: indices of the frames
+    FFmpeg could not decode cleanly (a video file only)."""
 
     frames: np.ndarray
     names: list[str]
     fps: float | None
     source: str
+    damaged: list[int] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -45,8 +58,9 @@ class Video:
         return int(self.frames.shape[2])
 
 
-def read_video(path: str | Path) -> Video:
-    """A folder of frames (sorted by file name) or a video file any FFmpeg build decodes (mp4, avi, webm, ...)."""
+def read_video(path: str | Path, max_damaged: float = MAX_DAMAGED_FRACTION) -> Video:
+    """A folder of frames (sorted by file name) or a video file any FFmpeg build decodes (mp4, avi, webm, ...);
+    max_damaged: the largest fraction of damaged frames accepted in a file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"video {path} does not exist; give a video file or a folder of frames")
@@ -55,12 +69,13 @@ def read_video(path: str | Path) -> Video:
         if not files:
             raise ValueError(f"video folder {path} holds no image frames ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return Video(load_frames(files), [p.stem for p in files], None, str(path))
-    frames, fps = _decode(path)
-    return Video(frames, [f"{t:05d}" for t in range(len(frames))], fps, str(path))
+    frames, fps, damaged = _decode(path)
+    _check_damage(path, len(frames), damaged, max_damaged)
+    return Video(frames, [f"{t:05d}" for t in range(len(frames))], fps, str(path), damaged)
 
 
-def _decode(path: Path) -> tuple[np.ndarray, float | None]:
-    """uint8[T, H, W, 3] and the frame rate of the first video stream of a file, with PyAV."""
+def _decode(path: Path) -> tuple[np.ndarray, float | None, list[int]]:
+    """uint8[T, H, W, 3], the frame rate and the damaged frame indices of the first video stream, with PyAV."""
     import av
 
     try:
@@ -69,17 +84,71 @@ def _decode(path: Path) -> tuple[np.ndarray, float | None]:
                 raise ValueError(f"{path} has no video stream")
             stream = container.streams.video[0]
             fps = float(stream.average_rate) if stream.average_rate else None
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+            times, decoded = _demux(stream, container.demux(stream))
     except av.FFmpegError as err:
         raise ValueError(
             f"cannot decode video {path}: {err}. Is it a video file? Re-encode it or pass a folder of frames"
         ) from err
-    if not frames:
-        raise ValueError(f"cannot decode any frame of video {path}; the file is empty or truncated")
-    sizes = {f.shape for f in frames}
+    if not decoded:
+        raise ValueError(f"cannot decode any frame of video {path}; the file is empty, truncated or damaged")
+    sizes = {f.shape for _, f, _ in decoded}
     if len(sizes) > 1:
         raise ValueError(f"video {path} changes frame size mid-stream ({sorted(sizes)}); re-encode it at one size")
-    return np.stack(frames), fps
+    frames, damaged = _on_timeline(times, decoded)
+    return np.stack(frames), fps, damaged
+
+
+def _demux(stream, packets) -> tuple[list, list]:
+    """(presentation times of every packet, [(time, uint8[H, W, 3], flagged corrupt)] of the decoded frames).
+    A packet FFmpeg refuses is skipped: its frame is missing from the decoded ones."""
+    import av
+
+    times, decoded = [], []
+    for packet in packets:
+        if packet.pts is not None:
+            times.append(packet.pts)
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            continue
+        decoded += [(f.pts, f.to_ndarray(format="rgb24"), bool(f.is_corrupt)) for f in frames]
+    return times, decoded
+
+
+def _on_timeline(times: list, decoded: list) -> tuple[list[np.ndarray], list[int]]:
+    """The frames at every packet time, a missing one replaced by the previous frame (the first by the next), and
+    the indices of the missing and corrupt ones. Without usable times: the decoded frames in order."""
+    by_time = {t: (frame, corrupt) for t, frame, corrupt in decoded}
+    timeline = sorted(set(times))
+    if None in by_time or not set(by_time) <= set(timeline):
+        return [f for _, f, _ in decoded], [i for i, (_, _, corrupt) in enumerate(decoded) if corrupt]
+    first = by_time[min(by_time)][0]
+    frames, damaged, last = [], [], first
+    for i, t in enumerate(timeline):
+        frame, corrupt = by_time.get(t, (None, True))
+        last = last if frame is None else frame
+        frames.append(last)
+        if corrupt:
+            damaged.append(i)
+    return frames, damaged
+
+
+def _check_damage(path: Path, count: int, damaged: list[int], max_damaged: float) -> None:
+    if not damaged:
+        return
+    shown = ", ".join(str(i) for i in damaged[:10]) + (", ..." if len(damaged) > 10 else "")
+    if len(damaged) > max_damaged * count:
+        raise UserError(
+            f"video {path}: {len(damaged)} of {count} frames are damaged (frames {shown}), more than "
+            f"{max_damaged:.0%}; re-encode or re-download it, or pass a folder of frames"
+        )
+    logger.warning(
+        "video %s: %d of %d frames are damaged (frames %s); each missing one repeats the previous frame",
+        path,
+        len(damaged),
+        count,
+        shown,
+    )
 
 
 def write_masks(out_dir: str | Path, names: list[str], masks: np.ndarray) -> list[Path]:
