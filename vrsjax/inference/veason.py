@@ -111,9 +111,14 @@ def prepare_video(sam, frames: np.ndarray, cache_frames: int = CACHE_FRAMES):
 
 
 def segment(sam, frames, keyframe: int, boxes: Sequence[Sequence[int]]) -> np.ndarray:
-    """bool[T, H, W]: every box prompted on the keyframe, tracked forward then backward, objects OR-ed.
+    """bool[T, H, W]: every box prompted on the keyframe, tracked forward then backward, objects OR-ed; the objects
+    go through each frame as one batch (`propagate_group`).
     frames: uint8[T, H, W, 3] or a `Video` from `sam.prepare` (reused across queries on one video)."""
-    return sam.propagate(frames, keyframe, boxes=np.asarray(boxes, np.float32).reshape(-1, 4))
+    from vrsjax.services.sam2 import Video
+
+    video = frames if isinstance(frames, Video) else sam.prepare(frames)
+    request = {"keyframe": keyframe, "boxes": np.asarray(boxes, np.float32).reshape(-1, 4)}
+    return sam.propagate_group(video, [request])[0]
 
 
 def run(policy, sam, frames: np.ndarray, query: str, config: VeasonConfig = VeasonConfig()) -> InferenceResult:

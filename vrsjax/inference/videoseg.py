@@ -222,12 +222,11 @@ def propagate(frames, target: int, target_masks: np.ndarray, sam=None, xmem=None
         from vrsjax.services.xmem import masks_from_probs
 
         return masks_from_probs(xmem.propagate(frames, target_masks, target, direction="both"), union=True)
-    video = prepare_video(sam, frames)
-    out = np.zeros((len(frames), *np.shape(frames)[1:3]), bool)
+    requests = []  # one request per object (their point counts differ), tracked together by `propagate_group`
     for box, pts, lbl in prompts:
         kwargs = {"points": np.asarray([pts], np.float32), "labels": np.asarray([lbl], np.int32)} if pts else {}
-        out |= sam.propagate(video, target, boxes=np.asarray([box], np.float32), **kwargs)
-    return out
+        requests.append({"keyframe": target, "boxes": np.asarray([box], np.float32), **kwargs})
+    return np.any(sam.propagate_group(prepare_video(sam, frames), requests), axis=0)
 
 
 def run(
