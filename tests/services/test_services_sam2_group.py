@@ -133,3 +133,27 @@ def test_bad_request_names_the_problem(sam2_service, jpeg_video, requests, match
     video = sam2_service.prepare(jpeg_video[1][:FRAMES])
     with pytest.raises(ValueError, match=match):
         sam2_service.propagate_group(video, requests)
+
+
+def test_trainer_reward_scores_a_group_with_one_sam2_call(sam2_service, monkeypatch):
+    from sam2_cases import FRAME_IDS, RESPONSES, veason_group
+
+    from vrsjax.rewards.wiring import sam2_propagate_for, score_groups, veason_reward
+    from vrsjax.rl.trainer import GRPOSample
+
+    group = veason_group()
+    sample = GRPOSample("s", "x", group.frames, FRAME_IDS, group.fields["gt_masks"], group.fields["gt_boxes"])
+    reward = veason_reward(sam2_propagate_for(sam2_service), consistency_weight=2.0)
+    one_by_one = [reward(response, sample) for response in RESPONSES]  # a propagate_group call per response
+    calls = []
+    original = sam2_service.propagate_group
+    monkeypatch.setattr(
+        sam2_service, "propagate_group", lambda video, reqs: calls.append(len(reqs)) or original(video, reqs)
+    )
+    together = score_groups(reward, RESPONSES * 2, [sample, sample], len(RESPONSES))
+    assert calls == [4, 4]  # one call per group: the 4 responses whose boxes matched
+    for got, expected in zip(together, one_by_one * 2, strict=True):
+        assert got.keys() == expected.keys()
+        for name in got:
+            assert got[name] == pytest.approx(expected[name], abs=1e-3 if name == "consistency" else 0)
+    assert any(parts["consistency"] > 0 for parts in together)
