@@ -2,7 +2,7 @@
 
 vrsjax convert hf-to-vrsjax HF_DIR OUT_DIR [--dtype bfloat16] [--adapter LORA_DIR]
 vrsjax convert vrsjax-to-hf SRC_DIR OUT_DIR [--layout v5|legacy] [--dtype bfloat16] [--max-shard-gb 5]
-vrsjax demo [--out DIR] [--quick]   (CoT SFT + GRPO on synthetic videos; exit 1 if the learning check fails)
+vrsjax demo [--seed S] [--quick] [--out DIR] [--overwrite]   (CoT SFT + GRPO on synthetic videos; exit 1 if not learned)
 vrsjax train-grpo config=configs/veason_r1_3b.yaml [dotted.key=value ...]
 vrsjax train-sft config=configs/sft_veason_3b.yaml [key=value ...]   (LLaMA-Factory keys; LoRA merged + HF export)
 vrsjax data synth --out DIR [--videos N] [--seed S] | data inspect DIR | data build DIR --out RECORDS
@@ -45,7 +45,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from vrsjax import demo
 
-    result = demo.run(args.out, quick=args.quick)
+    result = demo.run(args.out, quick=args.quick, seed=args.seed, overwrite=args.overwrite)
     return 1 if result["passed"] is False else 0
 
 
@@ -177,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=_convert)
 
     demo = sub.add_parser("demo", help="CoT SFT then GRPO of a tiny policy on synthetic videos, J&F before/after")
-    demo.add_argument("--out", default="demo_out", help="working directory (recreated)")
+    demo.add_argument("--out", default="demo_out", help="output folder (its earlier demo files are replaced)")
+    demo.add_argument("--overwrite", action="store_true", help="write into a non-empty folder vrsjax did not write")
+    demo.add_argument("--seed", type=int, default=None, help="seed of the data, model and training (default 0)")
     demo.add_argument("--quick", action="store_true", help="a few steps of each stage; no learning check (CI)")
     demo.set_defaults(func=_demo)
 

@@ -8,7 +8,8 @@ import pytest
 
 from vrsjax import demo
 from vrsjax.data.synthetic import write_dataset
-from vrsjax.demo_setup import build_samples, conversation, write_checkpoint
+from vrsjax.demo.measure import keyframe_box_iou, paired_gain
+from vrsjax.demo.world import build_samples, conversation, scene, write_checkpoint
 from vrsjax.processing import Processor
 from vrsjax.processing.prompts import veason_prompt
 from vrsjax.sft.data import encode_conversation
@@ -29,6 +30,35 @@ def test_sft_conversations_share_the_grpo_prompt_tokens(tmp_path):
         assert answer.startswith("<think>") and '"keyframe_timestamp": ' in answer and answer.endswith("<|im_end|>\n")
 
 
+SUMMARY_KEYS = [
+    "passed", "seed", "cores", "wall_s", "jf_before_sft", "jf_after_sft", "jf_after_grpo", "box_iou_before_sft",
+    "box_iou_after_sft", "box_iou_after_grpo", "format_after_grpo", "reward_gain", "reward_gain_se", "spatial_gain",
+    "spatial_gain_se",
+]  # fmt: skip
+
+
+def test_demo_scenes_name_one_object_per_expression(tmp_path):
+    data = write_dataset(tmp_path / "data", 8, 0, num_frames=(6, 7), sft=False, scene=scene)
+    for video in data.videos.values():
+        assert 2 <= len(video.shapes) <= 3
+        assert len({s.color for s in video.shapes}) == len({s.shape for s in video.shapes}) == len(video.shapes)
+        for exp in video.expressions.values():
+            assert len(exp["obj_id"]) <= 1  # names are unique: no group expressions
+
+
+def test_keyframe_box_iou_matches_each_target_with_its_best_box():
+    gt = np.array([[0, 0, 9, 9], [20, 20, 29, 29], [-1, -1, -1, -1]])  # the third target is absent
+    assert keyframe_box_iou([[0, 0, 9, 9]], gt) == 0.5  # one of the two present targets found exactly
+    assert keyframe_box_iou([[29, 29, 20, 20], [0, 0, 9, 4]], gt) == 0.75  # corners in any order
+    assert keyframe_box_iou([[0, 0, 9, 9]], gt[2:]) == 0.0
+
+
+def test_paired_gain_needs_two_standard_errors():
+    assert paired_gain([0.1, 0.2, 0.3, 0.4], [0.2, 0.3, 0.4, 0.5])["ok"]  # the same +0.1 everywhere: se 0
+    noisy = paired_gain([0.0, 0.0, 0.0, 0.0], [0.4, -0.3, 0.5, -0.4])
+    assert noisy["diff"] > 0 and not noisy["ok"]
+
+
 @pytest.mark.slow
 def test_quick_demo_writes_every_artifact(tmp_path):
     result = demo.run(tmp_path / "out", quick=True)
@@ -41,6 +71,10 @@ def test_quick_demo_writes_every_artifact(tmp_path):
     for row in ("| before SFT | colour_track |", "| after SFT | colour_track |", "| after GRPO | colour_track |"):
         assert row in report
     assert "random weights" in report and "Learning check" in report and "standard error" in report
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == SUMMARY_KEYS and summary["passed"] is None and summary["seed"] == 0
+    assert 0 <= summary["box_iou_after_grpo"] <= 1 and 0 <= summary["jf_after_grpo"] <= 100
+    assert (out / "overlay.png").read_bytes()[:4] == b"\x89PNG"
     for component in ("format", "keyframe", "spatial", "consistency", "score"):
         assert (out / f"reward_{component}.png").stat().st_size > 5_000, component
     assert (out / "grpo" / "curves.png").exists() and (out / "sft" / "sft_curves.png").exists()

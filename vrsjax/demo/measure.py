@@ -52,6 +52,22 @@ def colour_track(frames: np.ndarray, keyframe: int, boxes) -> np.ndarray:
     return (np.abs(frames - colour).max(-1) <= 24) & (frames.max(-1) - frames.min(-1) >= SATURATION)
 
 
+def keyframe_box_iou(boxes, gt_boxes: np.ndarray) -> float:
+    """0..1: the mean, over the target objects present on the keyframe, of the best IoU of a predicted box with
+    the object's box (+1-pixel convention, as the spatial reward); 0 when no target is present there.
+
+    boxes: [x1, y1, x2, y2] predicted, video pixels; gt_boxes: int[K, 4], -1 rows for absent objects."""
+    from vrsjax.rewards.boxes import iou_matrix
+
+    gt = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+    gt = gt[gt[:, 0] >= 0]
+    pred = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(gt) == 0 or len(pred) == 0:
+        return 0.0
+    pred = np.concatenate([np.minimum(pred[:, :2], pred[:, 2:]), np.maximum(pred[:, :2], pred[:, 2:])], axis=1)
+    return float(np.nan_to_num(iou_matrix(pred, gt)).max(axis=0).mean())
+
+
 def segment(name: str, frames: np.ndarray, keyframe: int, boxes) -> np.ndarray:
     if name == "colour_track":
         return colour_track(frames, keyframe, boxes)
@@ -95,12 +111,14 @@ def evaluate(model, processor, samples, size: int, max_new_tokens: int, stop: tu
         record = {"id": demo.sample.sample_id, "type_id": demo.type_id, "response": text, "keyframe": keyframe}
         record["boxes"] = boxes
         record["format"] = veason.format_reward(text)
+        record["box_iou"] = keyframe_box_iou(boxes, demo.video_boxes[keyframe])
         for name in SEGMENTERS:
             j, f = j_and_f(gt, segment(name, frames, keyframe, boxes))
             record[name] = {"J": j, "F": f, "J&F": (j + f) / 2}
             scores[name][demo.type_id].append(record[name])
         records.append(record)
     summary = {"format": float(np.mean([r["format"] for r in records])), "records": records}
+    summary["box_iou"] = float(np.mean([r["box_iou"] for r in records]))
     for name in SEGMENTERS:
         per_type = {
             t: {k: float(np.mean([r[k] for r in v])) for k in ("J", "F", "J&F")} for t, v in scores[name].items() if v
@@ -112,6 +130,39 @@ def evaluate(model, processor, samples, size: int, max_new_tokens: int, stop: tu
 
 def _means(records: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in records])) for k in ("J", "F", "J&F")}
+
+
+def paired_gain(before, after) -> dict:
+    """Mean of after - before over the same held-out expressions, its standard error, and `ok`: the gain is
+    above two standard errors (a paired test at about 97.7% one-sided)."""
+    d = np.asarray(after, float) - np.asarray(before, float)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    diff = float(d.mean())
+    return {"diff": diff, "se": se, "ok": bool(np.isfinite(se) and diff > 2 * se)}
+
+
+def learning_checks(evals: dict, history: list[dict], headline: str, jf_goal: float, seed: int) -> dict:
+    """The demo's pass/fail rule, each part a margin of two standard errors (or an absolute goal):
+    J&F after GRPO >= jf_goal and above J&F after SFT (paired over held-out expressions); keyframe box IoU
+    before SFT < after SFT < after GRPO (paired); GRPO's spatial reward, last quarter of steps above the first."""
+    phases = ("before SFT", "after SFT", "after GRPO")
+    jf = {p: [r[headline]["J&F"] for r in evals[p]["records"]] for p in phases}
+    iou = {p: [r["box_iou"] for r in evals[p]["records"]] for p in phases}
+    reward = quarter_gain([m["reward/score_mean"] for m in history], seed=seed)
+    spatial = quarter_gain([m["reward/spatial_mean"] for m in history], seed=seed)
+    jf_grpo = evals["after GRPO"][headline]["overall"]["J&F"]
+    gains = {
+        "J&F after GRPO > after SFT": paired_gain(jf["after SFT"], jf["after GRPO"]),
+        "box IoU after SFT > before SFT": paired_gain(iou["before SFT"], iou["after SFT"]),
+        "box IoU after GRPO > after SFT": paired_gain(iou["after SFT"], iou["after GRPO"]),
+    }
+    checks = [{"name": f"J&F after GRPO >= {jf_goal:g}", "value": f"{jf_grpo:.1f}", "ok": jf_grpo >= jf_goal}]
+    for name, g in gains.items():
+        checks.append({"name": name, "value": f"{g['diff']:+.3f} vs 2 x {g['se']:.3f}", "ok": g["ok"]})
+    spatial_ok = bool(np.isfinite(spatial["se"]) and spatial["diff"] > 2 * spatial["se"])
+    checks.append({"name": "GRPO spatial reward: last quarter > first quarter",
+                   "value": f"{spatial['diff']:+.3f} vs 2 x {spatial['se']:.3f}", "ok": spatial_ok})  # fmt: skip
+    return {"checks": checks, "reward": reward, "spatial": spatial, "paired": gains}
 
 
 def quarter_gain(values, seed: int = 0, resamples: int = 2000) -> dict:
@@ -156,6 +207,18 @@ def plot_rewards(history: list[dict], out_dir: Path) -> list[Path]:
 
 def overlay_gif(path: Path, frames: np.ndarray, pred: np.ndarray, gt: np.ndarray, title: str = "") -> Path:
     """An animated GIF: the prediction in red over each frame, the GT outline in green, 3x upscaled."""
+    images = _overlays(frames, pred, gt, title)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=400, loop=0)
+    return path
+
+
+def overlay_png(path: Path, frames: np.ndarray, pred: np.ndarray, gt: np.ndarray, title: str = "") -> Path:
+    """The first frame of `overlay_gif` as a PNG."""
+    _overlays(frames[:1], pred[:1], gt[:1], title)[0].save(path)
+    return path
+
+
+def _overlays(frames: np.ndarray, pred: np.ndarray, gt: np.ndarray, title: str) -> list:
     from PIL import Image, ImageDraw
 
     images = []
@@ -167,8 +230,7 @@ def overlay_gif(path: Path, frames: np.ndarray, pred: np.ndarray, gt: np.ndarray
         pil = Image.fromarray(img.astype(np.uint8)).resize((frame.shape[1] * 3, frame.shape[0] * 3), Image.NEAREST)
         ImageDraw.Draw(pil).text((4, 4), f"{title} t={t}", fill=(255, 255, 255))
         images.append(pil)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=400, loop=0)
-    return path
+    return images
 
 
 def write_jsonl(path: Path, record: dict) -> None:

@@ -33,6 +33,7 @@ class DemoSample:
     video: str
     video_frames: np.ndarray | None = None
     video_masks: np.ndarray | None = None
+    video_boxes: np.ndarray | None = None  # int32[T, K, 4] of the K target objects, video pixels, -1 where absent
 
 
 def build_samples(root: Path, split: str, num_frames: int, size: int, seed: int, whole_video: bool) -> list:
@@ -41,6 +42,7 @@ def build_samples(root: Path, split: str, num_frames: int, size: int, seed: int,
     uniformly (Veason-R1 inference)."""
     from vrsjax.data import open_dataset
     from vrsjax.data.examples import inference_example, train_example
+    from vrsjax.data.transforms import object_extents
 
     dataset = open_dataset("revos", root, split)
     out = []
@@ -64,9 +66,33 @@ def build_samples(root: Path, split: str, num_frames: int, size: int, seed: int,
         demo = DemoSample(sample, keyframe, int(ex["type_id"]), ex["video"])
         if whole_video:
             demo.video_frames = item.read_frames()
-            demo.video_masks = item.object_masks().any(axis=1)
+            objects = item.object_masks()
+            demo.video_masks = objects.any(axis=1)
+            demo.video_boxes = object_extents(objects)
         out.append(demo)
     return out
+
+
+def scene(rng: np.random.Generator, width: int, height: int, length: int) -> list:
+    """The demo's shapes: 2-3 of them, each its own colour, kind and size (so every name and "the largest" pick one
+    object), spread over a 3 x 3 grid of cells with jitter so they do not overlap, drifting slowly: a box drawn on
+    the keyframe still covers its object in the other frames, and where an object is can be read from one frame."""
+    from vrsjax.data.synthetic import COLORS, SHAPES, Shape
+
+    count = int(rng.integers(2, 4))
+    colours = rng.choice(list(COLORS), count, replace=False)
+    kinds = rng.choice(SHAPES, count, replace=False)
+    radii = rng.choice([0.10, 0.14, 0.18], count, replace=False) * height
+    columns, rows = rng.permutation(3)[:count], rng.permutation(3)[:count]
+    shapes = []
+    for colour, kind, radius, column, row in zip(colours, kinds, radii, columns, rows, strict=True):
+        x = np.clip((column + 0.5 + rng.uniform(-0.1, 0.1)) / 3 * width, radius, width - radius)
+        y = np.clip((row + 0.5 + rng.uniform(-0.1, 0.1)) / 3 * height, radius, height - radius)
+        drift = rng.uniform(-0.06, 0.06, 2) * (width, height) / length
+        shapes.append(
+            Shape(str(colour), str(kind), float(radius), (float(x), float(y)), (float(drift[0]), float(drift[1])))
+        )
+    return shapes
 
 
 def _largest(sample: GRPOSample) -> int:
@@ -74,16 +100,28 @@ def _largest(sample: GRPOSample) -> int:
     return sample.frame_ids[int(np.argmax(areas))]
 
 
+ROWS, COLUMNS = ("top", "middle", "bottom"), ("left", "centre", "right")
+
+
 def cot_answer(demo: DemoSample) -> str:
-    """The CoT target: a one-sentence thought and Veason-R1's JSON answer (integer boxes in the shown frame)."""
+    """The CoT target: a thought naming the target, its keyframe and where each box sits in a 3 x 3 grid of the
+    frame, then Veason-R1's JSON answer (integer boxes in the size x size frame shown)."""
     s = demo.sample
+    size = np.asarray(s.frames[0]).shape[1]  # the frames are shown at size x size
     position = s.frame_ids.index(demo.keyframe)
     boxes = [[int(round(v)) for v in box] for box in s.gt_boxes[position] if any(box)]
     question = s.expression.lower().strip(".")
     count = "one object" if len(boxes) == 1 else f"{len(boxes)} objects"
-    think = f"'{question}' means {count}; it is clearest at {demo.keyframe}s."
+    where = " and ".join(
+        f"the {_third(y1 + y2, size, ROWS)} {_third(x1 + x2, size, COLUMNS)}" for x1, y1, x2, y2 in boxes
+    )
+    think = f"'{question}' means {count}; it is clearest at {demo.keyframe}s, in {where}."
     answer = json.dumps({"keyframe_timestamp": demo.keyframe, "bbox_2d_list": boxes})
     return f"<think>{think}</think>\n<answer>{answer}</answer>"
+
+
+def _third(twice_centre: float, size: int, words: tuple[str, str, str]) -> str:
+    return words[min(2, max(0, int(twice_centre / 2 / size * 3)))]
 
 
 def conversation(demo: DemoSample) -> ConversationSample:
