@@ -95,6 +95,7 @@ def test_a_lowering_failure_names_the_artifact_and_the_cause():
         (["--mesh", "fsdp=64"], "needs 64 devices"),
         (["--seq", "100"], "--seq 100"),
         (["--layers", "0"], "--layers 0"),
+        (["--mesh", "data=2", "--batch", "3"], "--batch 3: use a multiple of data x fsdp = 2"),
     ],
 )
 def test_bad_settings_are_one_line_errors(tmp_path, capsys, argv, match):
