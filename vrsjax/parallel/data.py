@@ -10,6 +10,8 @@ read from a checkpoint) reading only the local shards, without the cross-process
 
 from __future__ import annotations
 
+import math
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
@@ -63,3 +65,20 @@ def put_global(value, sharding: NamedSharding | None) -> jax.Array:
         return jax.device_put(value, sharding)  # local placement, or a reshard of an already global array
     value = np.asarray(value)
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def batch_ways(mesh: Mesh | None, rules: dict = RULES) -> int:
+    """How many ways the `batch` rule splits rows on `mesh` (data x fsdp); 1 without a mesh."""
+    if mesh is None:
+        return 1
+    return int(np.prod([mesh.shape.get(a, 1) for a in rules["batch"]]))
+
+
+def group_copies(groups: int, n: int, ways: int) -> int:
+    """Copies of each group's prompt that let `groups` groups of `n` responses split evenly over `ways` batch shards,
+    each copy taking n / copies of the responses: 1 when the groups split (or cannot be made to), else
+    ways / gcd(groups, ways), which divides n whenever groups * n rows divide over the shards."""
+    if groups % ways == 0:
+        return 1
+    copies = ways // math.gcd(groups, ways)
+    return copies if n % copies == 0 else 1

@@ -174,6 +174,8 @@ class Plan:
             "usable_gib": self.usable / GIB,
             "fits": self.fits,
             "knobs": self.knobs,
+            "work_per_device": work_per_device(i),
+            "step_efficiency": step_efficiency(i),
             "notes": self.notes,
         }
 
@@ -274,13 +276,24 @@ def vision_bytes(i: PlanInputs, prompts: float, train: bool) -> float:
 def micro_batch_layout(i: PlanInputs, per_device: int) -> tuple[list, int, int]:
     """A micro-batch of `per_device` responses per device as the trainer runs it -> ([(tokens, keys each attends
     to), ...], prompts, responses) on one device. With the shared prompt (whole groups in the micro-batch) a group's
-    prompt runs once and its n responses attend to it; the rows are split over data x fsdp when they divide."""
+    prompt runs once per device that holds its responses and they attend to it: G groups over D = data x fsdp
+    shards are G * k prompt rows of n / k responses each (k = `group_copies`), split evenly over the shards."""
     p, r = i.prompt_len, i.response_len
     rows = per_device * i.dp
     if i.shared_prompt and rows % i.n == 0:
-        groups = _per_device(rows // i.n, i.dp)
-        return [(groups * p, p), (groups * i.n * r, p + r)], groups, groups * i.n
+        prompts, per_prompt = split_groups(rows // i.n, i.n, i.dp)
+        return [(prompts * p, p), (prompts * per_prompt * r, p + r)], prompts, prompts * per_prompt
     return [(per_device * (p + r), p + r)], per_device, per_device
+
+
+def split_groups(groups: int, n: int, ways: int) -> tuple[int, int]:
+    """`groups` groups of `n` responses on `ways` batch shards, as the trainer and rollout place them -> (prompt
+    rows, responses per prompt row) on one device: each prompt repeated on k = `group_copies` rows of n / k
+    responses, the rows split over the shards (whole on every shard only if they cannot split)."""
+    from vrsjax.parallel.data import group_copies
+
+    k = group_copies(groups, n, ways)
+    return _per_device(groups * k, ways), n // k
 
 
 def update_activation_bytes(i: PlanInputs, remat: bool) -> float:
@@ -324,21 +337,21 @@ def kv_cache_bytes(i: PlanInputs) -> tuple[float, float]:
     from vrsjax.models.qwen2_5_vl.vision import bucket
 
     t = i.model.text
-    b = _per_device(i.prompts, i.dp)
+    b, per_prompt = split_groups(i.prompts, i.n, i.dp)
     per_token = 2 * t.num_hidden_layers * _split(t.num_key_value_heads, i.mesh["tensor"]) * t.head_dim
     per_token *= DTYPE_BYTES[i.kv_dtype]
-    return b * bucket(i.prompt_len, 8) * per_token, b * i.n * bucket(i.response_len, 8) * per_token
+    return b * bucket(i.prompt_len, 8) * per_token, b * per_prompt * bucket(i.response_len, 8) * per_token
 
 
 def rollout_work_bytes(i: PlanInputs) -> float:
     """Prefill of the device's prompts (one layer live, hidden states, the vision tower) and the decode loop's
     float32 [B, n, V] logits with the sampling copies (top-p sorts them)."""
-    b = _per_device(i.prompts, i.dp)
+    b, per_prompt = split_groups(i.prompts, i.n, i.dp)
     t, c = i.model.text, DTYPE_BYTES[i.compute_dtype]
     tokens = b * i.prompt_len
     prefill = tokens * (text_layer_bytes(i, i.prompt_len, train=False) + 2 * c * t.hidden_size)
     prefill += vision_bytes(i, b, train=False)
-    decode = 3 * 4 * b * i.n * t.vocab_size
+    decode = 3 * 4 * b * per_prompt * t.vocab_size
     return max(prefill, decode)
 
 
@@ -360,6 +373,53 @@ def sam2_bytes(i: PlanInputs) -> tuple[float, str]:
         "allocator; counted on every device that hosts a reward worker"
     )
     return total, note
+
+
+def work_per_device(i: PlanInputs) -> dict:
+    """What one device computes, as the trainer places it: {phase: {"prompt_tokens", "response_tokens", "flops"}}
+    for the rollout, one log-prob micro-batch, one update micro-batch (forward + backward: 3x) and the whole step
+    (rollout, old and reference passes, one PPO epoch of updates), model FLOPs counted as `vrsjax.rl.flops` does;
+    `step_efficiency` = 1-device step FLOPs / (devices x this device's), 1.0 when no work is repeated."""
+    from vrsjax.rl.flops import ModelFlops, forward_flops
+
+    mf, p, r, patches = ModelFlops.from_config(i.model), i.prompt_len, i.response_len, 4 * i.vision_tokens
+
+    def shared(prompts: int, responses: int, passes: int = 1) -> dict:
+        f = forward_flops(mf, [p] * prompts, 0, prompts * patches) + forward_flops(mf, [r] * responses, p)
+        return {"prompt_tokens": prompts * p, "response_tokens": responses * r, "flops": passes * f}
+
+    def micro(per_device: int, passes: int) -> dict:
+        segments, prompts, responses = micro_batch_layout(i, per_device)
+        if len(segments) == 2:
+            return shared(prompts, responses, passes)
+        distinct = max(per_device * i.dp // i.n, 1)  # per-sequence passes: vision once per prompt, on every device
+        f = forward_flops(mf, [p + r] * per_device, 0, distinct * patches)
+        return {"prompt_tokens": per_device * p, "response_tokens": per_device * r, "flops": passes * f}
+
+    b, per_prompt = split_groups(i.prompts, i.n, i.dp)
+    work = {"rollout": shared(b, b * per_prompt), "log-prob micro-batch": micro(i.micro_experience, 1)}
+    work["update micro-batch"] = micro(i.micro_update, 3)
+    rows = i.prompts * i.n
+    passes = 1 + int(i.use_kl)  # old and reference log-probs
+    counts = {
+        "rollout": 1,
+        "log-prob micro-batch": passes * -(-rows // (i.micro_experience * i.dp)),
+        "update micro-batch": -(-rows // (i.micro_update * i.dp)),
+    }
+    work["step"] = {k: sum(counts[ph] * work[ph][k] for ph in counts) for k in work["rollout"]}
+    return work
+
+
+def step_efficiency(i: PlanInputs) -> float:
+    """FLOPs of the same step (same global micro-batches) on 1 device / (devices x this device's step FLOPs): 1.0
+    when the devices divide all the work; below 1 by the prompts repeated on the devices that split a group."""
+    one = dataclasses.replace(
+        i,
+        mesh={"data": 1, "fsdp": 1, "tensor": 1},
+        micro_update=i.micro_update * i.dp,
+        micro_experience=i.micro_experience * i.dp,
+    )
+    return work_per_device(one)["step"]["flops"] / (i.dp * work_per_device(i)["step"]["flops"])
 
 
 def _uses_shared_prompt(i: PlanInputs) -> bool:
@@ -414,8 +474,9 @@ def _notes(i: PlanInputs, params: int, count: int, accumulating: bool, sam2_note
         if accumulating
         else "gradients: one copy (one micro-batch per optimizer step)",
         "update: " + ("shared prompt (each group's prompt once)" if _uses_shared_prompt(i) else "prompt per response"),
-        "batches: rows split over data x fsdp where they divide (else replicated), as the `batch` rule places them; "
-        "arrays fed unsharded to a jitted step are whole on every device",
+        "batches: rows split over data x fsdp, as the `batch` rule places them; a micro-batch (or rollout) with fewer "
+        "groups than shards repeats each prompt on k = shards / gcd(groups, shards) rows of n / k responses, so "
+        "every device holds its own responses and computes their prompt once (the repeated prompt cost)",
         f"attention: {i.attention}"
         + (" (no [N, T, S] scores kept)" if i.attention in FLASH else " (float32 [N, T, S] scores per layer)"),
         f"vision: {i.vision_tokens} tokens per prompt" + (" (tower frozen)" if i.freeze_vision else ""),
@@ -547,6 +608,13 @@ def format_plan(plan: Plan) -> str:
         f"  peak {plan.peak / GIB:.2f} GiB of {plan.usable / GIB:.2f} GiB usable "
         f"({i.device.hbm_gib:g} GiB x {i.headroom:g}): {verdict}",
     ]
+    lines += ["", f"  {'work per device':<26}{'prompt tokens':>14}{'response tokens':>16}{'TFLOPs':>10}"]
+    for name, w in work_per_device(i).items():
+        lines.append(f"  {name:<26}{w['prompt_tokens']:>14,}{w['response_tokens']:>16,}{w['flops'] / 1e12:>10.2f}")
+    lines.append(
+        f"  step FLOPs efficiency: {step_efficiency(i):.2f} (the same step on 1 device / {i.dp} x this device's; "
+        "below 1 by the prompts repeated where a group's responses are split)"
+    )
     if plan.knobs:
         lines.append("  knobs (one change each, re-planned):")
         lines += [

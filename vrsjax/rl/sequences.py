@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from vrsjax.models.qwen2_5_vl.inputs import ModelInputs, prepare_inputs
+from vrsjax.models.qwen2_5_vl.rows import stack_vision
 from vrsjax.models.qwen2_5_vl.vision import bucket, vision_layout
 from vrsjax.processing.processor import MODEL_KEYS
 
@@ -86,3 +87,21 @@ def sequence_inputs(
         inputs.patches = np.pad(flat, ((0, layout.pos_hw.shape[0] - flat.shape[0]), (0, 0)))
         inputs.layout = layout
     return inputs
+
+
+def prompt_inputs(config, prompts: list[PromptData], rows: np.ndarray) -> ModelInputs:
+    """rows: int[R] prompt index per row (repeats allowed) -> the prompts alone as ModelInputs [R, L], left-padded,
+    each row with its own prompt's vision (`float[R, P, C]` patches, `rows.stack_vision`): rows placed on a device
+    take their vision tower with them, and a prompt on several rows is encoded on each."""
+    length = bucket(max(len(prompts[r].ids) for r in rows), 8)
+    n = len(rows)
+    ids = np.zeros((n, length), np.int32)
+    att = np.zeros((n, length), np.int32)
+    pos = np.zeros((3, n, length), np.int32)
+    src = np.full((n, length), -1, np.int32)
+    for i, r in enumerate(rows):
+        p = prompts[r]
+        start = length - len(p.ids)
+        ids[i, start:], att[i, start:], pos[:, i, start:], src[i, start:] = p.ids, 1, p.positions, p.vision_src
+    patches, layout = stack_vision(config, [(prompts[r].patches, prompts[r].grids) for r in rows])
+    return ModelInputs(ids, att, pos, src, patches, layout)

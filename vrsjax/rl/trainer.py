@@ -32,11 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from vrsjax import rollout
 from vrsjax.config import Config, batch_per_device, to_dict
 from vrsjax.layers.lora import LoRAParam, add_lora
-from vrsjax.parallel.data import batch_sharding
+from vrsjax.models.qwen2_5_vl.rows import is_per_row
+from vrsjax.parallel.data import batch_sharding, group_copies
 from vrsjax.parallel.rules import shard_model
 from vrsjax.processing.prompts import veason_prompt
 from vrsjax.progress import progress_bar
@@ -50,7 +53,7 @@ from vrsjax.rewards.wiring import (  # noqa: F401 (re-exported: the trainer's re
 from vrsjax.rl import flops, grpo
 from vrsjax.rl.plots import plot_history
 from vrsjax.rl.reward_shaping import KLController, filter_values, kept_groups, kl_penalised_scores
-from vrsjax.rl.sequences import prompt_data, sequence_inputs
+from vrsjax.rl.sequences import prompt_data, prompt_inputs, sequence_inputs
 from vrsjax.rl.update import (
     apply_grads,
     log_probs,
@@ -333,6 +336,7 @@ class GRPOTrainer:
             top_k=max(ro.top_k, 0),
             seed=ro.seed * 1_000_003 + self.rollouts,
             processor=self.processor,
+            mesh=self.mesh,  # prompts over the batch axes, a group's responses split when prompts are fewer
         )
         self.rollouts += 1
         return out
@@ -372,31 +376,26 @@ class GRPOTrainer:
         return self._reward_pool
 
     def _log_probs(self, params, prompts, rows, out, micro) -> np.ndarray:
-        temperature = self.cfg.worker.rollout.temperature or 1.0
-        if self._shared(micro):
-            chunks = []
-            for s in range(0, len(rows), micro):
-                group_rows, tokens, mask, shared, next_pos = self._groups(prompts, rows, out, slice(s, s + micro))
-                logp, _ = shared_log_probs(
-                    self.graphdef, params, self.frozen, shared, tokens, mask, next_pos, temperature=temperature
-                )
-                chunks.append(np.asarray(logp).reshape(-1, tokens.shape[-1]))
-            return np.concatenate(chunks)
+        """float32[B * n, T] log-probs of the rollout's tokens under `params`, micro-batch by micro-batch."""
         chunks = []
         for s in range(0, len(rows), micro):
-            sl = slice(s, s + micro)
-            inputs = sequence_inputs(self.model.config, prompts, rows[sl], out.tokens[sl], out.mask[sl])
-            logp, _ = log_probs(
-                self.graphdef,
-                params,
-                self.frozen,
-                inputs,
-                out.tokens[sl],
-                prompt_len=_prompt_len(inputs, out),
-                temperature=self.cfg.worker.rollout.temperature or 1.0,
-            )
-            chunks.append(np.asarray(logp))
+            fn, args, kwargs = self._log_prob_call(params, prompts, rows, out, slice(s, s + micro), micro)
+            logp, _ = fn(*args, **kwargs)
+            chunks.append(np.asarray(logp).reshape(-1, out.tokens.shape[1]))
         return np.concatenate(chunks)
+
+    def _log_prob_call(self, params, prompts, rows, out, sl: slice, micro: int):
+        """The jitted log-prob pass of rows `sl` and its arguments, placed on the mesh: (fn, args, kwargs)."""
+        temperature = self.cfg.worker.rollout.temperature or 1.0
+        if self._shared(micro):
+            tokens, mask, shared, next_pos = self._groups(prompts, rows, out, sl)
+            args = (self.graphdef, params, self.frozen, shared, tokens, mask, next_pos)
+            return shared_log_probs, args, dict(temperature=temperature)
+        inputs = sequence_inputs(self.model.config, prompts, rows[sl], out.tokens[sl], out.mask[sl])
+        prompt_len = _prompt_len(inputs, out)
+        (tokens,) = self._place(out.tokens[sl])
+        args = (self.graphdef, params, self.frozen, self._place_inputs(inputs), tokens)
+        return log_probs, args, dict(prompt_len=prompt_len, temperature=temperature)
 
     def _update(self, prompts, rows, out, old, ref, adv) -> dict[str, Any]:
         actor = self.cfg.worker.actor
@@ -426,85 +425,80 @@ class GRPOTrainer:
         return metrics
 
     def _micro_grads(self, prompts, rows, out, us, old, ref, adv, num_tokens, num_seqs, micro):
+        fn, args, kwargs = self._micro_call(prompts, rows, out, us, old, ref, adv, num_tokens, num_seqs, micro)
+        return fn(*args, **kwargs)
+
+    def _micro_call(self, prompts, rows, out, us, old, ref, adv, num_tokens, num_seqs, micro):
+        """The jitted gradient pass of micro-batch `us` and its arguments, placed on the mesh: (fn, args, kwargs)."""
         temperature = self.cfg.worker.rollout.temperature or 1.0
         ref_us = ref[us] if ref is not None else old[us]
         common = dict(temperature=temperature, loss_config=self.loss_config, remat=self.remat)
         if self._shared(micro):
-            _, tokens, mask, shared, next_pos = self._groups(prompts, rows, out, us)
-            g = len(next_pos)  # groups: the batch dimension of the shared pass
-            shared = self._place_inputs(shared)
-            tokens, mask, next_pos = self._place(tokens, mask, next_pos)
+            tokens, mask, shared, next_pos = self._groups(prompts, rows, out, us)
+            g = len(next_pos)  # prompt rows: the batch dimension of the shared pass
             old_us, ref_us, adv_us = (
                 self._place(a.reshape(g, -1))[0].reshape(a.shape) for a in (old[us], ref_us, adv[us])
             )
-            return shared_micro_grads(
-                self.graphdef,
-                self.params,
-                self.frozen,
-                shared,
-                tokens,
-                mask,
-                next_pos,
-                old_us,
-                ref_us,
-                adv_us,
-                num_tokens,
-                num_seqs,
-                **common,
-            )
-        inputs = self._place_inputs(sequence_inputs(self.model.config, prompts, rows[us], out.tokens[us], out.mask[us]))
+            args = (self.graphdef, self.params, self.frozen, shared, tokens, mask, next_pos, old_us, ref_us, adv_us)
+            return shared_micro_grads, (*args, num_tokens, num_seqs), common
+        inputs = sequence_inputs(self.model.config, prompts, rows[us], out.tokens[us], out.mask[us])
+        prompt_len = _prompt_len(inputs, out)
+        inputs = self._place_inputs(inputs)
         tokens, mask, old_us, ref_us, adv_us = self._place(out.tokens[us], out.mask[us], old[us], ref_us, adv[us])
-        return micro_grads(
-            self.graphdef,
-            self.params,
-            self.frozen,
-            inputs,
-            tokens,
-            mask,
-            old_us,
-            ref_us,
-            adv_us,
-            num_tokens,
-            num_seqs,
-            prompt_len=_prompt_len(inputs, out),
-            **common,
-        )
+        args = (self.graphdef, self.params, self.frozen, inputs, tokens, mask, old_us, ref_us, adv_us)
+        return micro_grads, (*args, num_tokens, num_seqs), dict(prompt_len=prompt_len, **common)
 
     def _place(self, *arrays) -> list:
         """Rows over the mesh's batch axes (data, fsdp) when they split evenly, else replicated (jnp arrays)."""
         out = []
         for a in arrays:
             a = np.asarray(a)
-            try:
-                sharding = None if self.mesh is None else batch_sharding(self.mesh, a.shape[0], a.ndim)
-            except ValueError:  # fewer rows than batch shards (e.g. one group per micro-batch): replicate
-                sharding = None
+            sharding = self._row_sharding(a.shape[0], a.ndim)
             out.append(jnp.asarray(a) if sharding is None else jax.device_put(a, sharding))
         return out
 
+    def _row_sharding(self, rows: int, ndim: int):
+        """Rows over the batch axes; None without a mesh, or when the rows do not split (a last, partial
+        micro-batch): the shared passes repeat prompts so that whole micro-batches always split (`_groups`)."""
+        if self.mesh is None:
+            return None
+        try:
+            return batch_sharding(self.mesh, rows, ndim)
+        except ValueError:
+            return None
+
     def _place_inputs(self, inputs):
-        """ModelInputs with the row-indexed arrays placed like the batch (positions are [3, B, L])."""
+        """ModelInputs with the row-indexed arrays placed like the batch: positions ([3, B, L]) on their axis 1, and
+        per-row vision (patches [B, P, C], layout [B, ...]) with its rows; flat patches stay whole on every device."""
         ids, att, src = self._place(inputs.input_ids, inputs.attention_mask, inputs.vision_src)
-        return dataclasses.replace(inputs, input_ids=ids, attention_mask=att, vision_src=src)
+        rows = self._row_sharding(ids.shape[0], 2)
+        pos = np.asarray(inputs.position_ids)
+        pos = jnp.asarray(pos) if rows is None else jax.device_put(pos, NamedSharding(self.mesh, P(None, *rows.spec)))
+        placed = dict(input_ids=ids, attention_mask=att, vision_src=src, position_ids=pos)
+        if is_per_row(inputs):
+            placed["patches"] = self._place(inputs.patches)[0]
+            placed["layout"] = jax.tree.map(lambda a: self._place(a)[0], inputs.layout)
+        return dataclasses.replace(inputs, **placed)
 
     def _shared(self, micro: int) -> bool:
         """Shared-prompt passes need whole groups in each micro-batch (and one response token to predict)."""
         return self.cfg.worker.actor.shared_prompt and micro % self.n == 0
 
     def _groups(self, prompts, rows, out, sl: slice):
-        """Rows `sl` (whole groups) -> (prompt ids, tokens int[G, n, T], mask, prompt-only ModelInputs, next_pos)."""
+        """Rows `sl` (G whole groups) -> the shared pass's arguments placed on the mesh: tokens, mask int[G * k, n / k,
+        T], the prompts as ModelInputs [G * k, L] (vision per row) and next_pos int[G * k]. When the G groups do not
+        split over the batch shards, each prompt is repeated on k rows that take n / k of its responses each
+        (`group_copies`), so every device attends its own responses to its own copy of the prompt and no response is
+        computed twice; the prompt is then computed k times in all (once on each device holding its responses)."""
         group_rows = rows[sl][:: self.n]
+        k = group_copies(len(group_rows), self.n, self.devices)
+        prompt_rows = np.repeat(group_rows, k)
         t = out.tokens.shape[1]
-        shared = sequence_inputs(
-            self.model.config,
-            prompts,
-            group_rows,
-            np.zeros((len(group_rows), 0), np.int32),
-            np.zeros((len(group_rows), 0), np.int32),
-        )
-        next_pos = np.array([prompts[r].next_pos for r in group_rows], np.int32)
-        tokens = out.tokens[sl].reshape(-1, self.n, t)
-        return group_rows, tokens, out.mask[sl].reshape(-1, self.n, t), shared, next_pos
+        shared = self._place_inputs(prompt_inputs(self.model.config, prompts, prompt_rows))
+        next_pos = np.array([prompts[r].next_pos for r in prompt_rows], np.int32)
+        tokens, mask = (a[sl].reshape(len(prompt_rows), self.n // k, t) for a in (out.tokens, out.mask))
+        tokens, mask, next_pos = self._place(tokens, mask, next_pos)
+        return tokens, mask, shared, next_pos
 
     def _count_skip(self, finite: bool) -> None:
         if finite:

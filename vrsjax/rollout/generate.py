@@ -20,7 +20,9 @@ from jax.sharding import Mesh, NamedSharding
 
 from vrsjax.layers.attention import shared_prefix_attention
 from vrsjax.models.qwen2_5_vl.inputs import ModelInputs, prepare_inputs
+from vrsjax.models.qwen2_5_vl.rows import is_per_row, per_row_vision, take_rows
 from vrsjax.models.qwen2_5_vl.vision import bucket
+from vrsjax.parallel.data import batch_ways, group_copies
 from vrsjax.parallel.rules import spec
 from vrsjax.processing.processor import MODEL_KEYS
 from vrsjax.rollout.sampling import sample
@@ -73,7 +75,9 @@ def generate(
     inputs = prepare_inputs(model.config, **{k: v for k, v in batch.items() if k in MODEL_KEYS})
     next_pos = _validate(model.config, inputs, n, max_new_tokens, min_new_tokens, temperature, top_p, top_k)
     inputs, next_pos = _pad_prompt(inputs, next_pos)
+    per_row = n
     if mesh is not None:
+        inputs, next_pos, per_row = _split_groups(model.config, inputs, next_pos, n, mesh, batch)
         inputs, next_pos = _shard_batch((inputs, next_pos), mesh)
     graphdef, state = nnx.split(model)
     out = _rollout(
@@ -82,7 +86,7 @@ def generate(
         inputs,
         next_pos,
         jax.random.key(seed),
-        n=n,
+        n=per_row,
         max_new_tokens=max_new_tokens,
         capacity=bucket(max_new_tokens, 8),
         temperature=float(temperature),
@@ -156,16 +160,33 @@ def _pad_prompt(inputs: ModelInputs, next_pos: np.ndarray) -> tuple[ModelInputs,
     return padded, next_pos
 
 
+def _split_groups(config, inputs: ModelInputs, next_pos, n: int, mesh: Mesh, batch: dict):
+    """Rows for the mesh: each prompt with its own vision (`rows.per_row_vision`) and, when the prompts do not split
+    over the batch shards, repeated on k rows that sample n / k of its responses each (`group_copies`), so no
+    device decodes another's responses. Rows stay prompt-major, so the B * n outputs (and, by the same [B * n, V]
+    draw, the samples) come out as without a mesh. -> (inputs, next_pos, responses per row)."""
+    kinds = (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw"))  # prepare_inputs' order
+    grids = [np.asarray(batch[g]).reshape(-1, 3) for p, g in kinds if batch.get(p) is not None]
+    inputs = per_row_vision(config, inputs, np.concatenate(grids) if grids else None)
+    b = inputs.input_ids.shape[0]
+    k = group_copies(b, n, batch_ways(mesh))
+    rows = np.repeat(np.arange(b), k)
+    return take_rows(inputs, rows), next_pos[rows], n // k
+
+
 def _shard_batch(tree, mesh: Mesh):
-    """Place batch-leading arrays over the data axes (position ids lead with their 3 rows, so shard axis 1)."""
+    """Place batch-leading arrays over the data axes (position ids lead with their 3 rows, so shard axis 1; per-row
+    patches and vision layouts lead with the rows, flat ones are whole on every device)."""
+    per_row = is_per_row(tree[0])
 
     def place(path, x):
         if x is None:
             return None
         names = ["length"] * np.ndim(x)
-        if "position_ids" in jax.tree_util.keystr(path):
+        key = jax.tree_util.keystr(path)
+        if "position_ids" in key:
             names[1] = "batch"
-        elif "patches" not in jax.tree_util.keystr(path) and "layout" not in jax.tree_util.keystr(path):
+        elif per_row or ("patches" not in key and "layout" not in key):
             names[0] = "batch"
         return jax.device_put(x, NamedSharding(mesh, spec(tuple(names), np.shape(x), mesh)))
 

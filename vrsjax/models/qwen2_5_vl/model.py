@@ -58,8 +58,12 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
         x = self.model.language_model.embed_tokens(inputs.input_ids)
         if inputs.patches is None:
             return x
-        features = self.model.visual(inputs.patches, inputs.layout).astype(x.dtype)
         src = inputs.vision_src
+        if inputs.patches.ndim == 3:  # vision per row (`rows.py`): each row's tower runs where the row is placed
+            features = jax.vmap(self.model.visual)(inputs.patches, inputs.layout).astype(x.dtype)
+            picked = jnp.take_along_axis(features, jnp.maximum(src, 0)[..., None], axis=1)
+            return jnp.where((src >= 0)[..., None], picked, x)
+        features = self.model.visual(inputs.patches, inputs.layout).astype(x.dtype)
         return jnp.where((src >= 0)[..., None], features[jnp.maximum(src, 0)], x)
 
     def hidden_states(self, inputs: ModelInputs) -> jax.Array:
