@@ -1,15 +1,23 @@
-"""Orbax checkpoints. For now: a model's parameters as a flat {dotted path: array} tree (what the converters
-write), restored straight onto a mesh. The GRPO trainer's full train state builds on the same functions."""
+"""Orbax checkpoints: a model's parameters as a flat {dotted path: array} tree (what the converters write), restored
+straight onto a mesh; and what the GRPO trainer's checkpoints need when something goes wrong (a write that fails, a
+checkpoint that no longer restores): one `CheckpointError` line naming the step, path and cause, the partial
+folder removed, a damaged checkpoint moved aside rather than deleted, and orbax's log noise kept out of the way."""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from vrsjax.errors import UserError
 
 
 def save_params(params: dict[str, jax.Array | np.ndarray], directory: str | Path) -> Path:
@@ -55,3 +63,73 @@ def restore_params(directory: str | Path, target: dict[str, jax.ShapeDtypeStruct
                 f"unexpected {unexpected[:20]}"
             )
         return ckptr.restore(directory, target)
+
+
+# ------------------------------------------------------------------------------ failures: one line each, never a hang
+
+
+class CheckpointError(UserError):
+    """A checkpoint could not be written or restored; the message names the step, the path and the cause."""
+
+
+def cause(error: BaseException) -> str:
+    """The innermost cause of `error` on one line ("OSError: [Errno 28] No space left on device: '...'"): orbax
+    wraps TensorStore's precise message (OUT_OF_RANGE, NOT_FOUND, ...) in generic ones that dump a whole spec."""
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
+    text = " ".join(str(error).split()) or "(no message)"
+    return f"{type(error).__name__}: {text[:400]}{'...' if len(text) > 400 else ''}"
+
+
+def move_aside(path: Path) -> Path:
+    """Rename the checkpoint folder `path` to `<path>.damaged` (`.damaged.2`, ... if taken): orbax ignores folders
+    whose name is not a step, so resume skips it, and nothing is deleted."""
+    target, n = path.with_name(f"{path.name}.damaged"), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged.{n}")
+    path.rename(target)
+    return target
+
+
+def remove_partial(directory: Path, step: int) -> None:
+    """Delete the temporary folder(s) of the failed save of `step` (orbax's own `<step>.orbax-checkpoint-tmp*`,
+    never a finished checkpoint) so that a clean failure leaves only complete checkpoints behind."""
+    for tmp in directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def quiet_orbax(quiet: bool = True) -> None:
+    """Drop orbax's own log records (one traceback per array and per thread on a full disk or a damaged checkpoint)
+    and the reports of never-awaited coroutines its failed reads leave behind; the CheckpointError raised for the
+    same failure names the cause once. `quiet=False` (`--debug`) lets them through again."""
+    absl = logging.getLogger("absl")
+    installed = [f for f in absl.filters if isinstance(f, _OrbaxFilter)]
+    if quiet and not installed:
+        absl.addFilter(_OrbaxFilter())
+        sys.unraisablehook = _OrbaxUnraisable(sys.unraisablehook)
+    elif not quiet and installed:
+        absl.removeFilter(installed[0])
+        if isinstance(sys.unraisablehook, _OrbaxUnraisable):
+            sys.unraisablehook = sys.unraisablehook.previous
+
+
+def _from_orbax(filename: str) -> bool:
+    return f"{os.sep}orbax{os.sep}" in filename
+
+
+class _OrbaxFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _from_orbax(record.pathname)
+
+
+class _OrbaxUnraisable:
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __call__(self, unraisable) -> None:
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is None or not _from_orbax(code.co_filename):
+            self.previous(unraisable)

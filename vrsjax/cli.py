@@ -52,7 +52,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _train_grpo(args: argparse.Namespace) -> int:
     from vrsjax.rl import run
 
-    run.main(args.overrides)
+    run.main(args.overrides, debug=args.debug)
     return 0
 
 

@@ -82,10 +82,13 @@ def build(cfg: Config, out_dir: str | Path | None = None) -> GRPOTrainer:
     )
 
 
-def main(overrides: list[str]) -> Path:
-    """Train as the recipe says; returns the exported HF directory."""
+def main(overrides: list[str], debug: bool = False) -> Path:
+    """Train as the recipe says; returns the exported HF directory. A checkpoint that cannot be written or restored
+    ends the run with one CheckpointError line (orbax's own log lines only with `debug`)."""
+    from vrsjax.checkpoint import quiet_orbax
     from vrsjax.layers.lora import merge_lora
 
+    quiet_orbax(not debug)
     cfg = load_config(None, overrides)
     trainer = build(cfg)
     if cfg.worker.reward.sam2_config:
@@ -98,9 +101,11 @@ def main(overrides: list[str]) -> Path:
         print("GRPO: Veason-R1 reward without the SAM2 consistency term (worker.reward.sam2_config is null)")
     # EasyR1 HEAD: resume from trainer.load_checkpoint_path, else (find_last_checkpoint) from this run's newest
     resume = cfg.trainer.load_checkpoint_path is not None or cfg.trainer.find_last_checkpoint
-    history = trainer.train(resume=resume)
-    trainer.save()
-    trainer.close()
+    try:
+        history = trainer.train(resume=resume)
+        trainer.save()
+    finally:  # pending checkpoints written (or their failure reported), the reward thread and the writers stopped
+        trainer.close()
     out = trainer.policy()
     exported = merge_lora(out).save_pretrained(trainer.out_dir / "hf")
     last = history[-1] if history else {}

@@ -9,6 +9,7 @@ the directory: `tensorboard --logdir RUN_DIR/tensorboard`.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -95,21 +96,56 @@ class SummaryWriter:
 
 def read_scalars(path: str | Path) -> list[tuple[int, dict[str, float]]]:
     """(step, {tag: value}) per scalar event of one event file, checking every CRC: for tests and quick looks."""
-    data, out, pos = Path(path).read_bytes(), [], 0
-    while pos < len(data):
-        (length,) = struct.unpack_from("<Q", data, pos)
-        (crc,) = struct.unpack_from("<I", data, pos + 8)
-        if crc != masked_crc32c(data[pos : pos + 8]):
-            raise ValueError(f"{path}: bad length CRC at byte {pos}")
-        body = data[pos + 12 : pos + 12 + length]
-        (crc,) = struct.unpack_from("<I", data, pos + 12 + length)
-        if crc != masked_crc32c(body):
-            raise ValueError(f"{path}: bad data CRC at byte {pos}")
-        pos += 16 + length
+    out = []
+    for body in _records(Path(path), strict=True):
         step, scalars = _parse_event(body)
         if scalars:
             out.append((step, scalars))
     return out
+
+
+def keep_until(log_dir: str | Path, step: int) -> int:
+    """Rewrite every event file in `log_dir` without the scalar events of steps after `step` (and without a record
+    torn by a kill), atomically per file: a resumed run logs those steps again, and TensorBoard would otherwise
+    show two values per step. Returns how many events were dropped."""
+    dropped = 0
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        if path.name.endswith(".tmp"):
+            continue
+        bodies = list(_records(path, strict=False))
+        kept = [b for b in bodies if _kept(_parse_event(b), step)]
+        if len(kept) == len(bodies) and sum(16 + len(b) for b in bodies) == path.stat().st_size:
+            continue
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(record_bytes(b) for b in kept))
+        os.replace(tmp, path)
+        dropped += len(bodies) - len(kept)
+    return dropped
+
+
+def _kept(event: tuple[int, dict[str, float]], step: int) -> bool:
+    """The file_version event stays; scalar events stay up to `step`."""
+    return not event[1] or event[0] <= step
+
+
+def _records(path: Path, strict: bool):
+    """The event bodies of one file; a bad CRC or a torn record raises when `strict`, else ends the file there."""
+    data, pos = path.read_bytes(), 0
+    while pos < len(data):
+        try:
+            (length,) = struct.unpack_from("<Q", data, pos)
+            if struct.unpack_from("<I", data, pos + 8)[0] != masked_crc32c(data[pos : pos + 8]):
+                raise ValueError(f"{path}: bad length CRC at byte {pos}")
+            body = data[pos + 12 : pos + 12 + length]
+            (crc,) = struct.unpack_from("<I", data, pos + 12 + length)
+            if len(body) != length or crc != masked_crc32c(body):
+                raise ValueError(f"{path}: bad data CRC at byte {pos}")
+        except (ValueError, struct.error):
+            if strict:
+                raise
+            return
+        pos += 16 + length
+        yield body
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:

@@ -23,6 +23,7 @@ import concurrent.futures
 import dataclasses
 import json
 import pickle
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vrsjax import rollout
+from vrsjax import checkpoint, rollout
+from vrsjax.checkpoint import CheckpointError
 from vrsjax.config import Config, batch_per_device, to_dict
 from vrsjax.layers.lora import LoRAParam, add_lora
 from vrsjax.models.qwen2_5_vl.rows import is_per_row
@@ -50,7 +52,7 @@ from vrsjax.rewards.wiring import (  # noqa: F401 (re-exported: the trainer's re
     veason_reward,
     xmem_propagate_for,
 )
-from vrsjax.rl import flops, grpo
+from vrsjax.rl import flops, grpo, metrics_log
 from vrsjax.rl.plots import plot_history
 from vrsjax.rl.reward_shaping import KLController, filter_values, kept_groups, kl_penalised_scores
 from vrsjax.rl.sequences import prompt_data, prompt_inputs, sequence_inputs
@@ -181,6 +183,7 @@ class GRPOTrainer:
         device = jax.devices()[0]
         self.peak_flops = peak_flops or flops.peak_flops(device.device_kind, actor.fsdp.mp_param_dtype)
         self._checkpoints: ocp.CheckpointManager | None = None
+        self._saving: int | None = None  # the step whose asynchronous save may still be running
         self._reward_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._tb = None
 
@@ -566,15 +569,17 @@ class GRPOTrainer:
         """Run up to `steps` (default trainer.max_steps) steps in all, logging to out_dir (metrics.jsonl, and
         tensorboard/ when trainer.logger lists it); process 0 alone writes logs. Checkpoints every
         `save_every` (default trainer.save_freq) steps, asynchronously; all are written when this returns."""
-        if resume:
-            self.restore()
         steps = steps or self.cfg.trainer.max_steps
         save_every = save_every or (self.cfg.trainer.save_freq if self.cfg.trainer.save_freq > 0 else None)
         main = jax.process_index() == 0
+        log = self.out_dir / "metrics.jsonl"
+        if resume:
+            self.restore()
+            if main:  # steps after the restored checkpoint were logged but will be trained again
+                self._drop_logs_after(self.step_count)
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         history = []
-        log = self.out_dir / "metrics.jsonl"
         try:
             with progress_bar(total=steps, initial=min(self.step_count, steps), desc="GRPO", disable=not main) as bar:
                 while self.step_count < steps:
@@ -588,13 +593,19 @@ class GRPOTrainer:
                         self.save(block=False)
         finally:
             self.wait()
-        if history and main:
-            plot_history(history, self.out_dir / "curves.png")
+        if main and (whole_run := metrics_log.read(log)):  # after a resume: the steps before it too
+            plot_history(whole_run, self.out_dir / "curves.png")
         return history
 
+    def _drop_logs_after(self, step: int) -> None:
+        metrics_log.keep_until(self.out_dir / "metrics.jsonl", step)
+        if (self.out_dir / "tensorboard").is_dir():
+            from vrsjax.rl.tensorboard import keep_until
+
+            keep_until(self.out_dir / "tensorboard", step)
+
     def _log(self, path: Path, m: dict[str, Any]) -> None:
-        with path.open("a") as f:
-            f.write(json.dumps(m) + "\n")
+        metrics_log.append(path, m)
         if "tensorboard" in self.cfg.trainer.logger:
             if self._tb is None:
                 from vrsjax.rl.tensorboard import SummaryWriter
@@ -608,7 +619,15 @@ class GRPOTrainer:
         if self._checkpoints is None:
             trainer = self.cfg.trainer
             keep = 1 if trainer.remove_previous_ckpt else (None if trainer.save_limit == -1 else trainer.save_limit)
-            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                create=True,
+                enable_async_checkpointing=True,
+                # the step's folder is made in save() itself: made in the background, a failure (a read-only or
+                # full disk) left orbax's writer threads waiting for it forever and the process never exited
+                async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
+                cleanup_tmp_directories=True,  # a killed run's partial `<step>.orbax-checkpoint-tmp` folders
+            )
             self._checkpoints = ocp.CheckpointManager(self.out_dir.absolute() / "checkpoints", options=options)
         return self._checkpoints
 
@@ -630,39 +649,102 @@ class GRPOTrainer:
         }
         manager = self._manager()
         if self.step_count not in manager.all_steps():
-            manager.save(
-                self.step_count,
-                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            )
+            self.wait()  # orbax would too, inside save(): a failure of the previous save is reported as its own
+            try:
+                manager.save(
+                    self.step_count,
+                    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                )
+            except Exception as error:
+                raise self._save_failed(self.step_count, error) from error
+            self._saving = self.step_count
         if block:
-            manager.wait_until_finished()
+            self.wait()
 
     def wait(self) -> None:
-        """Block until every checkpoint started has been written."""
-        if self._checkpoints is not None:
+        """Block until every checkpoint started has been written; CheckpointError (step, path, cause) if one failed."""
+        if self._checkpoints is None or self._saving is None:
+            return
+        step, self._saving = self._saving, None
+        try:
             self._checkpoints.wait_until_finished()
+        except Exception as error:
+            raise self._save_failed(step, error) from error
+
+    def _save_failed(self, step: int, error: Exception) -> CheckpointError:
+        """The one line for a checkpoint that could not be written; its partial folder is removed."""
+        directory = Path(self._checkpoints.directory)
+        if jax.process_index() == 0:
+            checkpoint.remove_partial(directory, step)
+        complete = [s for s in self._checkpoints.all_steps() if s < step]
+        resume = f"step {max(complete)}" if complete else "the start (no complete checkpoint)"
+        return CheckpointError(
+            f"checkpoint step {step} could not be written to {directory / str(step)}: {checkpoint.cause(error)}. "
+            f"Training stopped; fix the cause (disk space, permissions) and rerun: it resumes from {resume} "
+            "(trainer.find_last_checkpoint)"
+        )
 
     def restore(self, directory: str | Path | None = None) -> bool:
-        """Continue from the newest complete checkpoint in out_dir/checkpoints (or in `directory`, or
-        trainer.load_checkpoint_path's); False when there is none."""
+        """Continue from the newest checkpoint that restores in out_dir/checkpoints (or in `directory`, or
+        trainer.load_checkpoint_path's); False when there is none. Newer ones that fail while an older one restores
+        are damaged (a crash or a full disk mid-write): one line each, and in this run's own folder they are moved
+        aside to `<step>.damaged`, never deleted. When none restores (all damaged, or written by another model or
+        config), CheckpointError names the newest and its cause, and nothing is moved."""
         directory = directory or self.cfg.trainer.load_checkpoint_path
-        if directory is not None:
+        own = directory is None
+        if not own:
             directory = Path(directory)
             directory = directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
             manager = self._manager(directory)
         else:
             manager = self._manager()
-            manager.wait_until_finished()
+            self.wait()
             manager.reload()
-        step = manager.latest_step()
-        if step is None:
-            return False
         target = {"params": self.params, "opt_state": self.opt_state}
         if self.ref_params is not None:
             target["ref_params"] = self.ref_params
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
-        )
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+        failed: list[tuple[int, Exception]] = []
+        for step in sorted(manager.all_steps(), reverse=True):
+            try:
+                restored = manager.restore(step, args=args)
+            except Exception as error:  # damaged, or not this model's: decided by whether an older one restores
+                failed.append((step, error))
+                continue
+            self._set_aside(manager, failed, step, own)
+            self._apply_restored(restored, Path(manager.directory) / str(step))
+            return True
+        if failed:
+            step, error = failed[0]
+            path = Path(manager.directory) / str(step)
+            older = f" (nor do the {len(failed) - 1} older ones)" if len(failed) > 1 else ""
+            raise CheckpointError(
+                f"checkpoint {path} cannot be restored{older}: {checkpoint.cause(error)}. If the model or config "
+                f"changed, resume with the ones that wrote it; if it is damaged, move it aside (mv {path} "
+                f"{path}.damaged) and rerun"
+            ) from error
+        return False
+
+    def _set_aside(self, manager, failed: list[tuple[int, Exception]], good: int, own: bool) -> None:
+        """One line per checkpoint newer than `good` that failed; this run's own are renamed `<step>.damaged`."""
+        for step, error in failed:
+            path = Path(manager.directory) / str(step)
+            moved = ""
+            if own and jax.process_index() == 0:
+                moved = f"; moved it aside to {checkpoint.move_aside(path).name}"
+            print(
+                f"checkpoint {path} cannot be restored ({checkpoint.cause(error)}){moved}; resuming from step {good}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if own and failed:
+            if jax.process_count() > 1:  # every process sees the renames before it lists the steps again
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices("vrsjax checkpoints moved aside")
+            manager.reload()
+
+    def _apply_restored(self, restored, path: Path) -> None:
         self.params, self.opt_state = restored["state"]["params"], restored["state"]["opt_state"]
         self.ref_params = restored["state"].get("ref_params", self.ref_params)
         meta = restored["meta"]
@@ -672,31 +754,33 @@ class GRPOTrainer:
             self.kl_ctrl.kl_coef = meta["kl_coef"]
         if meta.get("data_iterator") is not None:
             if self.data_iter is None or not hasattr(self.data_iter, "set_state"):
-                raise ValueError(f"checkpoint step {step} holds a data iterator's state; pass the same grain iterator")
+                raise CheckpointError(f"checkpoint {path} holds a data iterator's state; pass the same grain iterator")
             states = meta["data_iterator"]
             if len(states) != jax.process_count():
-                raise ValueError(
-                    f"checkpoint step {step} holds data iterator states of {len(states)} processes; resume with as many"
+                raise CheckpointError(
+                    f"checkpoint {path} holds data iterator states of {len(states)} processes; resume with as many"
                 )
             self.data_iter.set_state(json.loads(states[jax.process_index()]))
-        return True
 
     def policy(self):
         """The current policy as a model (e.g. to `save_pretrained` at the end)."""
         return nnx.merge(self.graphdef, self.params, self.frozen)
 
     def close(self) -> None:
-        """Finish pending checkpoints and stop the reward thread and the TensorBoard writer."""
-        self.wait()
-        if self._checkpoints is not None:
-            self._checkpoints.close()
+        """Finish pending checkpoints (CheckpointError if one failed) and stop the reward thread and the TensorBoard
+        writer, whatever happens."""
+        try:
+            self.wait()
+            if self._checkpoints is not None:
+                self._checkpoints.close()
+        finally:
             self._checkpoints = None
-        if self._reward_pool is not None:
-            self._reward_pool.shutdown()
-            self._reward_pool = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+            if self._reward_pool is not None:
+                self._reward_pool.shutdown()
+                self._reward_pool = None
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
 
 
 _SHARES = ("loss", "pg_loss", "kl_loss", "entropy")
