@@ -37,7 +37,7 @@ PLATFORMS = ("tpu", "cuda", "cpu")  # cpu: the same artifacts for this host, to 
 MODELS = ("tiny", "small", "3b", "7b")
 ARTIFACTS = ("forward", "decode", "grpo_update", "sft_update")
 # calls only a CPU runtime can serve: host Python callbacks and LAPACK kernels
-CPU_ONLY_CALLS = re.compile(r"python_cpu_callback|python_gpu_callback|lapack_|^cpu_")
+CPU_ONLY_CALLS = re.compile(r"callback|lapack_", re.IGNORECASE)
 # the plan's device decides only where SAM2 would sit (not planned here) and a verdict (not reported)
 _PLAN_DEVICE = {"tpu": "v5p", "cuda": "h100", "cpu": "h100"}
 _VIDEO_FRAMES = 4  # frames per prompt: temporal patches of 2, so a vision grid of t=2
@@ -45,8 +45,9 @@ _VIDEO_FRAMES = 4  # frames per prompt: temporal patches of 2, so a vision grid 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What to lower. `seq`: prompt tokens (a 4-frame video filling up to half of them, then text); `batch`:
-    prompts (groups), default one per data-parallel device; `n`: responses per prompt; `response`: their tokens."""
+    """What to lower. `seq`: prompt tokens, padded to the length bucket (a 4-frame video filling up to half of
+    them, then text); `batch`: prompts (groups), default one per data-parallel device; `n`: responses per prompt;
+    `response`: their tokens."""
 
     platform: str
     model: str = "tiny"
@@ -61,6 +62,13 @@ class Settings:
     @property
     def mesh_shape(self) -> dict[str, int]:
         return dict(self.mesh)
+
+    @property
+    def prompt_len(self) -> int:
+        """`seq` padded to the length bucket the processor and rollout pad prompts to."""
+        from vrsjax.models.qwen2_5_vl.vision import bucket
+
+        return bucket(self.seq, 8)
 
     @property
     def prompts(self) -> int:
@@ -134,8 +142,8 @@ def run(settings: Settings, out_dir: str | Path, names: tuple[str, ...] = ARTIFA
     s = settings
     if s.platform not in PLATFORMS:
         raise UserError(f"--platform {s.platform!r}: choose one of {', '.join(PLATFORMS)}")
-    if s.seq % 8 or s.response % 8 or s.seq < 64 or s.response < 8:
-        raise UserError(f"--seq {s.seq}, --response {s.response}: use multiples of 8, seq >= 64 (the buckets)")
+    if s.seq < 64 or s.response < 2:
+        raise UserError(f"--seq {s.seq}, --response {s.response}: need a prompt of >= 64 tokens, responses of >= 2")
     if s.n < 1 or s.prompts < 1:
         raise UserError(f"--n {s.n}, --batch {s.prompts}: need at least one prompt and one response each")
     dp = s.mesh_shape["data"] * s.mesh_shape["fsdp"]
@@ -161,7 +169,7 @@ def run(settings: Settings, out_dir: str | Path, names: tuple[str, ...] = ARTIFA
         "mesh": s.mesh_shape,
         "model": s.model,
         "dtype": s.dtype,
-        "shapes": {"prompts": s.prompts, "n": s.n, "prompt_tokens": s.seq, "response_tokens": s.response},
+        "shapes": {"prompts": s.prompts, "n": s.n, "prompt_tokens": s.prompt_len, "response_tokens": s.response},
         "artifacts": artifacts,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -216,7 +224,7 @@ def _attention_choice(platform: str, dtype, head_dim: int, length: int) -> str:
     if platform == "tpu" and head_dim % 128:
         return f"xla (head dim {head_dim} is not a multiple of 128, the TPU lane width)"
     if platform == "cuda":
-        return "xla (cuDNN flash attention needs bf16/fp16, head dim <= 128 and a multiple of 8)"
+        return "xla (cuDNN flash attention needs bf16/fp16, a head dim <= 128 and a multiple of 8, even lengths)"
     return "xla"
 
 
@@ -288,25 +296,27 @@ def _value(shape, dtype, mesh, names=()) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=NamedSharding(mesh, partition))
 
 
-def _video_side(seq: int) -> int:
-    """Patches per side of the frames: the largest even side whose 4-frame video fills at most half the prompt
-    (t=2 x side^2 patches -> side^2 / 2 merged tokens), at most 32 (448 px)."""
-    side = min(int(math.isqrt(seq)) // 2 * 2, 32)
-    return max(side, 2)
+def video_grid(config, seq: int) -> tuple[int, int, int]:
+    """(t, h, w) patches of the 4-frame video in each prompt of `seq` tokens: square frames, the largest side whose
+    merged tokens fill at most half the prompt, at most 32 patches (448 px)."""
+    t, m = _VIDEO_FRAMES // config.vision.temporal_patch_size, config.vision.spatial_merge_size
+    side = m
+    while side + m <= 32 and t * (side + m) ** 2 // m**2 <= seq // 2:
+        side += m
+    return t, side, side
 
 
 def video_inputs(config, mesh, rows: int, length: int, seq: int):
-    """ModelInputs of `rows` sequences of `length` tokens, each with one 4-frame video prompt (`_video_side`), as
-    ShapeDtypeStructs placed like the trainer places them; -> (inputs, merged vision tokens per row)."""
+    """ModelInputs of `rows` sequences of `length` tokens, each with the video of a `seq`-token prompt
+    (`video_grid`), as ShapeDtypeStructs placed like the trainer places them (rows over data x fsdp, positions
+    [3, B, L] by their rows, patches and the vision layout whole on every device)."""
     from vrsjax.models.qwen2_5_vl.inputs import ModelInputs
     from vrsjax.models.qwen2_5_vl.vision import vision_layout
 
-    side = _video_side(seq)
-    grid = np.tile([[_VIDEO_FRAMES // config.vision.temporal_patch_size, side, side]], (rows, 1))
-    layout = vision_layout(grid, config.vision)
+    layout = vision_layout(np.tile([video_grid(config, seq)], (rows, 1)), config.vision)
     layout = jax.tree.map(lambda a: _value(a.shape, a.dtype, mesh), layout)
     tokens = ("batch", "length")
-    inputs = ModelInputs(
+    return ModelInputs(
         input_ids=_value((rows, length), jnp.int32, mesh, tokens),
         attention_mask=_value((rows, length), jnp.int32, mesh, tokens),
         position_ids=_value((3, rows, length), jnp.int32, mesh, (None, *tokens)),
@@ -314,7 +324,6 @@ def video_inputs(config, mesh, rows: int, length: int, seq: int):
         patches=_value((layout.pos_hw.shape[0], config.vision.patch_dim), jnp.float32, mesh),
         layout=layout,
     )
-    return inputs, int(grid[0].prod()) // config.vision.spatial_merge_size**2
 
 
 # ----- the artifacts -----
@@ -323,9 +332,9 @@ def video_inputs(config, mesh, rows: int, length: int, seq: int):
 def _forward(s: Settings, config, mesh):
     """The policy forward (vision tower + text) of `prompts` video prompts -> logits."""
     graphdef, state = nnx.split(_abstract_model(config, s.platform))
-    inputs, _ = video_inputs(config, mesh, s.prompts, s.seq, s.seq)
+    inputs = video_inputs(config, mesh, s.prompts, s.prompt_len, s.prompt_len)
     fn = jax.jit(functools.partial(_forward_logits, graphdef))
-    return fn, (_placed(state, mesh), inputs), _attention(s.platform, config, s.seq, vision=True)
+    return fn, (_placed(state, mesh), inputs), _attention(s.platform, config, s.prompt_len, vision=True)
 
 
 def _forward_logits(graphdef, state, inputs):
@@ -342,7 +351,8 @@ def _decode(s: Settings, config, mesh):
     t, b, dt = config.text, s.prompts, s.dtype
     capacity = bucket(s.response, 8)
     kv = ("batch", "length", "act_heads", None)
-    prompt_kv = [(_value((b, s.seq, t.num_key_value_heads, t.head_dim), dt, mesh, kv),) * 2] * t.num_hidden_layers
+    prompt_shape = (b, s.prompt_len, t.num_key_value_heads, t.head_dim)
+    prompt_kv = [(_value(prompt_shape, dt, mesh, kv),) * 2] * t.num_hidden_layers
     own_shape = (b, s.n, capacity, t.num_key_value_heads, t.head_dim)
     own = [(_value(own_shape, dt, mesh, ("batch", None, *kv[1:])),) * 2] * t.num_hidden_layers
     group = ("batch", None)
@@ -352,7 +362,7 @@ def _decode(s: Settings, config, mesh):
         _value((b, s.n), jnp.int32, mesh, group),  # their positions
         _value((), jnp.int32, mesh),  # the step
         prompt_kv,
-        _value((b, s.seq), jnp.bool_, mesh, ("batch", "length")),
+        _value((b, s.prompt_len), jnp.bool_, mesh, ("batch", "length")),
         own,
     )
     fn = jax.jit(functools.partial(_decode_step, graphdef, kv_dtype=jnp.dtype(dt)))
@@ -382,7 +392,7 @@ def _grpo_update(s: Settings, config, mesh):
     opt_state = _like_params(jax.eval_shape(optimizer.init, params), params, mesh)
     step, _, _ = optimizer_step(params, opt_state, optimizer=optimizer)
     b, n, t = s.prompts, s.n, s.response
-    prompts, _ = video_inputs(config, mesh, b, s.seq, s.seq)
+    prompts = video_inputs(config, mesh, b, s.prompt_len, s.prompt_len)
     rows = ("batch", None)
     loss_config = grpo.LossConfig(
         clip_low=actor.clip_low,
@@ -417,7 +427,7 @@ def _grpo_update(s: Settings, config, mesh):
         _value((), jnp.float32, mesh),  # tokens in the mini-batch
         _value((), jnp.float32, mesh),  # sequences in the mini-batch
     )
-    return fn, args, _attention(s.platform, config, s.seq, vision=True, own="text responses")
+    return fn, args, _attention(s.platform, config, s.prompt_len, vision=True, own="text responses")
 
 
 def _grpo_micro_step(
@@ -490,8 +500,8 @@ def _sft_update(s: Settings, config, mesh):
     optimizer = make_sft_optimizer(cfg, total_steps=1000)
     opt_state = _like_params(jax.eval_shape(optimizer.init, params), params, mesh)
     step, _, _ = optimizer_step(params, opt_state, optimizer=optimizer)
-    rows, length = s.prompts, s.seq + s.response
-    inputs, _ = video_inputs(config, mesh, rows, length, s.seq)
+    rows, length = s.prompts, s.prompt_len + s.response
+    inputs = video_inputs(config, mesh, rows, length, s.prompt_len)
     key = jax.eval_shape(lambda: jax.random.key(0))
     args = (
         params,
@@ -541,7 +551,7 @@ def _plan_bytes(name: str, s: Settings, config, attention: str) -> int:
         device=plan.DEVICES[_PLAN_DEVICE[s.platform]],
         prompts=s.prompts,
         n=n,
-        prompt_len=s.seq,
+        prompt_len=s.prompt_len,
         response_len=s.response,
         global_batch=s.prompts,
         micro_update=rows // dp if rows % dp == 0 else rows,
@@ -552,7 +562,7 @@ def _plan_bytes(name: str, s: Settings, config, attention: str) -> int:
         use_kl=not sft,
         shared_prompt=not sft,
         attention=next((k for k in ("splash", "cudnn") if f"text: {k}" in text), "xla"),
-        vision_tokens=_video_side(s.seq) ** 2 // 2,
+        vision_tokens=math.prod(video_grid(config, s.prompt_len)) // config.vision.spatial_merge_size**2,
         sam2=None,
     )
     phases = plan.make_plan(inputs, knobs=False).phases

@@ -3,6 +3,7 @@ on data=2 x fsdp=2, four host devices each. Every artifact deserializes for its 
 sharded inputs, holds no call only a CPU can serve, and the TPU text attention is the Mosaic splash kernel."""
 
 import json
+import math
 import re
 
 import jax
@@ -93,7 +94,7 @@ def test_a_lowering_failure_names_the_artifact_and_the_cause():
     [
         (["--mesh", "fsdp=two"], "--mesh 'fsdp=two'"),
         (["--mesh", "fsdp=64"], "needs 64 devices"),
-        (["--seq", "100"], "--seq 100"),
+        (["--seq", "32"], "--seq 32"),
         (["--layers", "0"], "--layers 0"),
         (["--mesh", "data=2", "--batch", "3"], "--batch 3: use a multiple of data x fsdp = 2"),
     ],
@@ -118,17 +119,17 @@ def test_an_artifact_lowered_for_this_host_computes_the_model_forward(tmp_path):
     exported = jax.export.deserialize(bytearray((tmp_path / "forward.cpu.bin").read_bytes()))
     config = lower.model_config("tiny", dtype="float32")
     model = qwen2_5_vl.from_config(config, seed=1)
-    side = lower._video_side(settings.seq)  # the video the artifact was lowered for: grid (2, side, side)
-    tokens = 2 * side * side // 4
+    grid = lower.video_grid(config, settings.prompt_len)  # the video the artifact was lowered for
+    tokens = math.prod(grid) // config.vision.spatial_merge_size**2
     rng = np.random.default_rng(0)
-    text = rng.integers(0, 290, settings.seq - tokens - 2)
+    text = rng.integers(0, 290, settings.prompt_len - tokens - 2)
     start, pad, end = (TINY_IDS[f"{k}_token_id"] for k in ("vision_start", "video", "vision_end"))
     ids = [start] + [pad] * tokens + [end]
     inputs = qwen2_5_vl.prepare_inputs(
         config,
         np.concatenate([ids, text])[None],
-        pixel_values_videos=rng.normal(size=(2 * side * side, config.vision.patch_dim)).astype(np.float32),
-        video_grid_thw=np.array([[2, side, side]]),
+        pixel_values_videos=rng.normal(size=(math.prod(grid), config.vision.patch_dim)).astype(np.float32),
+        video_grid_thw=np.array([grid]),
         second_per_grid_ts=np.array([1.0]),
     )
     got = exported.call(*jax.tree.leaves((nnx.state(model), inputs)))[0]
