@@ -102,7 +102,8 @@ def model_config(name: str, layers: int | None = None, dtype: str = "bfloat16"):
     if name == "tiny":
         d = tiny_config_dict(hidden_size=512)  # 4 heads of 128, 2 KV heads, M-RoPE [16, 24, 24]
     elif name == "small":
-        d = tiny_config_dict(hidden_size=512, text_layers=8, vision_hidden=256, vision_depth=4, vocab_size=32000)
+        sizes = dict(hidden_size=512, text_layers=8, vision_hidden=256, vision_depth=4, vocab_size=32000)
+        d = tiny_config_dict(**sizes, tie_word_embeddings=False)
         d["text_config"] |= {"num_attention_heads": 8, "num_key_value_heads": 2, "intermediate_size": 1408}
         d["text_config"]["rope_parameters"]["mrope_section"] = [8, 12, 12]
         d["vision_config"] |= {"num_heads": 4, "intermediate_size": 1024, "fullatt_block_indexes": [1, 3]}
