@@ -3,6 +3,7 @@ once with exit 1 and one line naming the step, the path and the cause, leaves no
 resumes from the newest complete checkpoint without logging a step twice. Each run is its own process with a
 deadline: before the fix a failed write left orbax's threads waiting forever and the process never exited."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,13 @@ def test_a_failed_checkpoint_write_ends_the_run_with_one_line_then_resume_contin
     ]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1"]  # no partial folder left
     assert not (run / "hf").exists()
+    if fault == "mkdir":  # the rerun with that checkpoint damaged and none older: refused in one line, kept
+        largest = max((run / "checkpoints" / "1" / "state").rglob("d/*"), key=lambda p: p.stat().st_size)
+        os.truncate(largest, largest.stat().st_size // 2)
+        code, lines = run_cli("none", run, recipe)
+        assert code == 1 and len(lines) == 1, lines
+        assert lines[0].startswith(f"vrsjax train-grpo: checkpoint {run / 'checkpoints' / '1'} cannot be restored: ")
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1"]
     if fault == "write":  # the rerun: from step 1, step 2's line (written before its checkpoint failed) replaced
         code, lines = run_cli("none", run, recipe)
         assert code == 0, lines
