@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from vrsjax.parallel.placement import put_global  # noqa: F401 (re-exported: placement is part of this API)
 from vrsjax.parallel.rules import RULES, spec
 
 
@@ -54,17 +55,6 @@ def host_local_to_global(local, mesh: Mesh, global_batch: int):
         return jax.make_array_from_process_local_data(sharding, x, (global_batch, *x.shape[1:]))
 
     return jax.tree.map(one, local)
-
-
-def put_global(value, sharding: NamedSharding | None) -> jax.Array:
-    """A host value held in full by every process -> a jax.Array with `sharding`, each process copying only its
-    addressable shards. None places it on the default device."""
-    if sharding is None:
-        return jax.device_put(value)
-    if sharding.is_fully_addressable or (isinstance(value, jax.Array) and not value.is_fully_addressable):
-        return jax.device_put(value, sharding)  # local placement, or a reshard of an already global array
-    value = np.asarray(value)
-    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def batch_ways(mesh: Mesh | None, rules: dict = RULES) -> int:

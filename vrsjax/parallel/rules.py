@@ -10,6 +10,8 @@ import jax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from vrsjax.parallel.placement import put_global  # placement without device_put's cross-host all-gather
+
 RULES: dict[str, tuple[str, ...]] = {
     # parameters
     "embed": ("fsdp",),
@@ -59,8 +61,6 @@ def param_shardings(state: nnx.State, mesh: Mesh, rules: dict = RULES):
 
 def shard_model(model: nnx.Module, mesh: Mesh, rules: dict = RULES) -> nnx.Module:
     """Place every parameter of `model` on `mesh` by its logical names (in place) and return the model."""
-    from vrsjax.parallel.data import put_global  # placement without device_put's cross-host all-gather
-
     state = nnx.state(model)
     shardings = param_shardings(state, mesh, rules)
     values = jax.tree.map(lambda v: v.get_value(), state, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from vrsjax.progress import progress_bar
 from vrsjax.services.xmem.config import XMemConfig
 from vrsjax.services.xmem.memory import MemoryManager
-from vrsjax.services.xmem.network import aggregate
+from vrsjax.services.xmem.modules import aggregate
 
 # dataset/range_transform.py: im_normalization.
 IMAGE_MEAN = (0.485, 0.456, 0.406)

@@ -1,4 +1,6 @@
-"""XMem's network blocks: the key and value encoders, the key projection, the decoder and their parts.
+"""XMem's network blocks: the key and value encoders, the key projection, the decoder and their parts, and the soft
+aggregation of object probabilities (used by the decoder's output and by inference, which imports only this module
+of the network's, so that imports run one way: network -> inference -> modules).
 
 "Group" tensors carry one slice per object, `float[B, K, C, H, W]`; image features are `float[B, C, H, W]` and are
 broadcast over the objects. Attribute names equal the official ones (`key_encoder.res2`, `fuser.block1`,
@@ -14,6 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vrsjax.services.xmem.resnet import BasicBlock, Bottleneck, make_layer, max_pool, stem_conv
+
+
+def aggregate(prob: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft aggregation (STM): per-object probabilities float[..., K, ...] along `dim` -> (logits, probabilities)
+    float[..., K+1, ...] with the background `prod(1 - p)` first, clamped to [1e-7, 1 - 1e-7], logit, softmax."""
+    new_prob = torch.cat([torch.prod(1 - prob, dim=dim, keepdim=True), prob], dim).clamp(1e-7, 1 - 1e-7)
+    logits = torch.log(new_prob / (1 - new_prob))
+    return logits, torch.softmax(logits, dim=dim)
 
 
 def per_object(fn, g: torch.Tensor) -> torch.Tensor:

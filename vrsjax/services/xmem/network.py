@@ -19,15 +19,8 @@ import torch
 from torch import nn
 
 from vrsjax.services.xmem.checkpoint import check_flat, read_dims, read_state_dict, validate, widen_single_object
-from vrsjax.services.xmem.modules import Decoder, KeyEncoder, KeyProjection, ValueEncoder
-
-
-def aggregate(prob: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft aggregation (STM): per-object probabilities float[..., K, ...] along `dim` -> (logits, probabilities)
-    float[..., K+1, ...] with the background `prod(1 - p)` first, clamped to [1e-7, 1 - 1e-7], logit, softmax."""
-    new_prob = torch.cat([torch.prod(1 - prob, dim=dim, keepdim=True), prob], dim).clamp(1e-7, 1 - 1e-7)
-    logits = torch.log(new_prob / (1 - new_prob))
-    return logits, torch.softmax(logits, dim=dim)
+from vrsjax.services.xmem.inference import propagate
+from vrsjax.services.xmem.modules import Decoder, KeyEncoder, KeyProjection, ValueEncoder, aggregate
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -134,8 +127,6 @@ class XMem(nn.Module):
         Returns float32[T, K+1, H, W] probabilities, background first; frames a run does not reach (before the
         keyframe going forward, after it going backward) and objects with an empty mask are background.
         """
-        from vrsjax.services.xmem.inference import propagate
-
         return propagate(self, frames, masks, keyframe, direction=direction, progress=progress, **config)
 
 
