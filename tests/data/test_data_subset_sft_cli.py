@@ -95,6 +95,10 @@ def test_cli_synth_inspect_build(tmp_path, capsys):
     assert main(["data", "build", str(out), "--out", str(tmp_path / "records"), "--split", "valid"]) == 0
     assert "as ArrayRecord files" in capsys.readouterr().out
     assert (tmp_path / "records" / "vrsjax_expressions" / "1.0.0" / "metadata.json").is_file()
+    (tmp_path / "records" / "notes.txt").write_text("mine")  # --overwrite replaces the builds, nothing else
+    assert main(["data", "build", str(out), "--out", str(tmp_path / "records"), "--split", "valid", "--overwrite"]) == 0
+    assert (tmp_path / "records" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "records" / "vrsjax_expressions" / "1.0.0" / "metadata.json").is_file()
     subset = tmp_path / "select.json"
     assert main(["data", "subset", str(out / "meta_expressions_train_.json"), str(subset), "--size", "5"]) == 0
     assert sum(len(v["expressions"]) for v in json.loads(subset.read_text())["videos"].values()) == 5

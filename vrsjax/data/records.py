@@ -209,12 +209,14 @@ def build_records(
 ) -> Path:
     """Write the frames and expressions ArrayRecord datasets of `dataset` under out_dir; returns out_dir.
 
-    An existing complete build is reused unless overwrite. Samples whose masks fail to decode raise, or with
-    skip_bad_samples are counted in the metadata's skip report (with what the reader skipped).
+    An existing complete build is reused unless overwrite, which removes the two builds' folders and nothing else
+    of out_dir. Samples whose masks fail to decode raise, or with skip_bad_samples are counted in the metadata's skip
+    report (with what the reader skipped).
     """
     out_dir = Path(out_dir)
     if overwrite:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        for builder in (VrsjaxFrames, VrsjaxExpressions):
+            shutil.rmtree(out_dir / builder.name, ignore_errors=True)
     frames = VrsjaxFrames(source=dataset, data_dir=str(out_dir), file_format="array_record")
     frames.download_and_prepare()
     expressions = VrsjaxExpressions(
