@@ -193,7 +193,8 @@ def _export(name: str, platform: str, fn, args):
 
 def custom_calls(exported) -> list[str]:
     """The sorted custom-call targets of an export (Mosaic kernels, cuDNN, sharding markers, callbacks)."""
-    return sorted(set(re.findall(r"custom_call @([\w$.\-]+)", exported.mlir_module())))
+    pattern = r'custom_call @([\w$.\-]+)|call_target_name = "([^"]+)"'  # pretty and generic printed forms
+    return sorted({a or b for a, b in re.findall(pattern, exported.mlir_module())})
 
 
 def _describe(name, file, exported, attention, bytes_per_device) -> dict:
