@@ -83,3 +83,12 @@ def test_quick_demo_writes_every_artifact(tmp_path):
     for phase in ("before_sft", "after_sft", "after_grpo"):
         records = json.loads((out / f"eval_{phase}.json").read_text())["records"]
         assert records and all(0 <= r["colour_track"]["J&F"] <= 100 for r in records)
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
+    from vrsjax.errors import UserError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="--overwrite"):
+        demo.run(tmp_path, quick=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
