@@ -75,3 +75,14 @@ def test_bad_flag_values_are_refused_by_the_parser(argv, flag, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert f"argument {flag}: expected" in capsys.readouterr().err
+
+
+def test_training_commands_name_a_missing_model_in_one_line(tmp_path):
+    message = one_line_error(["train-grpo", "config=configs/base.yaml"])
+    assert message == (
+        "vrsjax train-grpo: worker.actor.model.model_path is not set: point it at an HF or converted Qwen2.5-VL dir"
+    )
+    message = one_line_error(["train-grpo", "config=configs/base.yaml", f"worker.actor.model.model_path={tmp_path}"])
+    assert message.startswith("vrsjax train-grpo: ") and "no config.json" in message
+    message = one_line_error(["train-sft", "config=configs/sft_veason_3b.yaml", f"model_name_or_path={tmp_path}"])
+    assert message.startswith("vrsjax train-sft: ") and str(tmp_path) in message

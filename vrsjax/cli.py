@@ -299,11 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Every command prints UserError (and its subclasses DataError, ConfigError, BadPrediction, ...) as one line. The
-# commands that only read files and flags also print these builtin errors as one line: there a ValueError or a missing
-# file is the user's input. train-grpo, train-sft, demo and bench run long jobs where one more likely is a bug, so
-# they keep its traceback (raise UserError there for what the user can fix).
-_BUILTIN_USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+# Every command prints UserError (and its subclasses DataError, ConfigError, BadPrediction, ...) and a missing or
+# misplaced file as one line. The commands that only read files and flags also print a ValueError so: there it is
+# the user's input. train-grpo, train-sft, demo, lower and bench run long jobs where a ValueError more likely is a
+# bug, so they keep its traceback (raise UserError there for what the user can fix).
+_FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
 _CHECKS_INPUT = {"convert", "data", "serve", "plan", "eval", "infer", "predict"}
 
 
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _add_debug(parser, False)
     args = parser.parse_args(argv)
-    caught = (UserError, *_BUILTIN_USER_ERRORS) if args.command in _CHECKS_INPUT else UserError
+    caught = (UserError, *_FILE_ERRORS, *((ValueError,) if args.command in _CHECKS_INPUT else ()))
     try:
         return args.func(args)
     except caught as err:

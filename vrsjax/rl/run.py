@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from vrsjax.config import Config, load_config
+from vrsjax.config import Config, ConfigError, load_config
 from vrsjax.rl.trainer import (
     GRPOSample,
     GRPOTrainer,
@@ -48,7 +48,7 @@ def build(cfg: Config, out_dir: str | Path | None = None) -> GRPOTrainer:
 
     model_cfg = cfg.worker.actor.model
     if not model_cfg.model_path:
-        raise ValueError("worker.actor.model.model_path is not set: point it at an HF or converted Qwen2.5-VL dir")
+        raise ConfigError("worker.actor.model.model_path is not set: point it at an HF or converted Qwen2.5-VL dir")
     sizes = cfg.mesh.resolve(len(jax.devices()))
     mesh = make_mesh(**sizes) if len(jax.devices()) > 1 else None
     model = qwen2_5_vl.from_pretrained(model_cfg.model_path, dtype=cfg.worker.actor.fsdp.torch_dtype or "float32")

@@ -22,6 +22,7 @@ import numpy as np
 from vrsjax.data.errors import DataError, SkipLog, data_error, raise_or_skip
 from vrsjax.data.samples import read_frame
 from vrsjax.data.sft import IMAGE_PLACEHOLDER, ConversationSample, label_segments, read_sharegpt
+from vrsjax.errors import UserError
 from vrsjax.models.qwen2_5_vl.inputs import ModelInputs, prepare_inputs
 from vrsjax.processing.chat import DEFAULT_SYSTEM_PROMPT
 from vrsjax.processing.frames import fit_pixels
@@ -110,11 +111,11 @@ def dataset_files(cfg) -> list[tuple[str, Path, str, str]]:
         if name in info:
             entry = info[name]
             if entry.get("formatting", "alpaca") != "sharegpt":
-                raise ValueError(f"{info_path}: dataset {name!r} is not in the sharegpt format (alpaca is unsupported)")
+                raise UserError(f"{info_path}: dataset {name!r} is not in the sharegpt format (alpaca is unsupported)")
             tags = entry.get("tags", {})
             expected = {"role_tag": "from", "content_tag": "value"}
             if any(tags.get(k, v) != v for k, v in expected.items()):
-                raise ValueError(f"{info_path}: dataset {name!r} uses tags {tags}; vrsjax reads from/value tags")
+                raise UserError(f"{info_path}: dataset {name!r} uses tags {tags}; vrsjax reads from/value tags")
             columns = entry.get("columns", {})
             out.append(
                 (
@@ -132,7 +133,7 @@ def dataset_files(cfg) -> list[tuple[str, Path, str, str]]:
                 f"dataset {name!r}: not in {info_path} (datasets there: {known}) and not a .json/.jsonl file"
             )
     if not out:
-        raise ValueError("dataset is empty: name datasets from dataset_info.json or give .json/.jsonl paths")
+        raise UserError("dataset is empty: name datasets from dataset_info.json or give .json/.jsonl paths")
     return out
 
 
@@ -155,7 +156,7 @@ def load_examples(cfg, processor) -> tuple[list[SFTExample], SkipLog]:
             except DataError as error:
                 raise_or_skip(error, skipped if cfg.skip_bad_samples else None)
     if not examples:
-        raise ValueError(f"no usable SFT samples in {cfg.dataset!r}\n{skipped.report()}")
+        raise UserError(f"no usable SFT samples in {cfg.dataset!r}\n{skipped.report()}")
     return examples, skipped
 
 

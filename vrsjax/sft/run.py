@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 
+from vrsjax.errors import UserError
 from vrsjax.sft.config import SFTConfig, load_sft_config
 from vrsjax.sft.trainer import SFTTrainer
 
@@ -23,7 +24,7 @@ def build(cfg: SFTConfig) -> SFTTrainer:
     from vrsjax.sft.data import load_examples
 
     if not cfg.model_name_or_path:
-        raise ValueError("model_name_or_path is not set: point it at an HF or converted Qwen2.5-VL directory")
+        raise UserError("model_name_or_path is not set: point it at an HF or converted Qwen2.5-VL directory")
     mesh = make_mesh(**cfg.mesh.resolve(len(jax.devices()))) if len(jax.devices()) > 1 else None
     processor = Processor.from_pretrained(cfg.model_name_or_path)
     examples, skipped = load_examples(cfg, processor)
