@@ -1,10 +1,14 @@
 """Out-of-process SAM2 with real worker processes: loopback only, binary requests with a size limit, results equal to
 in-process scoring, a worker killed mid-request is restarted and the request resent, exhausted retries and timeouts
-take the fallback, and no worker outlives its test or its parent."""
+take the fallback, and no worker outlives its test or its parent; an idle client does not block /health, and a
+malformed Content-Length gets 400."""
 
 import http.client
+import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,14 +34,13 @@ LONG_GROUP = [answer(6, [[18 + k, 8, 42, 33 - k]]) for k in range(8)]  # 8 disti
 
 
 def busy(port: int) -> bool:
-    """A worker serves one request at a time: if it cannot answer /health within 0.3 s, it is inside one."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=0.3)
+    """Whether the worker is inside a SAM2 request (its /health says so; it answers while busy)."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
         connection.request("GET", "/health")
-        connection.getresponse().read()
+        return json.loads(connection.getresponse().read())["busy"]
+    except (OSError, http.client.HTTPException):  # between restarts
         return False
-    except TimeoutError:
-        return True
     finally:
         connection.close()
 
@@ -84,6 +87,29 @@ def test_worker_serves_loopback_only_and_checks_requests(sam2_service):
     assert_gone([pid])
 
 
+def raw_request(port: int, data: bytes) -> bytes:
+    with socket.create_connection((HOST, port), timeout=10) as conn:
+        conn.sendall(data)
+        return conn.recv(4096)
+
+
+def test_an_idle_client_does_not_block_health_and_a_bad_length_gets_400():
+    worker = Worker(SAM2_TEST_OPTIONS, threads=1)  # the 60 s read timeout: an idle client is not timed out soon
+    worker.start()
+    try:
+        with socket.create_connection((HOST, worker.port)):  # connected, sends nothing
+            assert worker.get_json("/health", timeout=5)["busy"] is False  # answered at once, not after 60 s
+            head = b"POST /propagate HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n"
+            assert raw_request(worker.port, head % b"twelve").split(b"\r\n")[0].endswith(b" 400 Bad Request")
+            assert raw_request(worker.port, head % b"-5").split(b"\r\n")[0].endswith(b" 400 Bad Request")
+            assert worker.get_json("/stats")["requests_malformed"] == 2
+    finally:
+        pid = worker.pid
+        worker.stop()
+    assert worker.pid is None and worker.last_pid == pid  # kept for the restart log line
+    assert_gone([pid])
+
+
 def test_pack_and_unpack_masks():
     masks = [np.random.default_rng(0).random((3, 5, 7)) > 0.5, "RuntimeError: boom"]
     back = unpack_masks(wire.decode(wire.encode(pack_masks(masks))))
@@ -108,12 +134,13 @@ def test_server_mode_survives_a_worker_killed_mid_batch(sam2_service):
     assert_gone([pid for pid in pids if pid is not None])
 
 
-def test_exhausted_retries_take_the_fallback_and_the_worker_comes_back(sam2_service):
+def test_exhausted_retries_take_the_fallback_and_the_worker_comes_back(sam2_service, caplog):
+    caplog.set_level(logging.WARNING, logger="vrsjax.rewards.scorer")
     with RewardScorer(
         sam2=OPTIONS, mode="server", workers=1, worker_threads=1, retries=0, consistency_fallback=0.25
     ) as s:
         pending = s.submit([veason_group(LONG_GROUP)])
-        kill_while_busy(s, 0)
+        killed = kill_while_busy(s, 0)
         result = pending.result(timeout=120)
         np.testing.assert_array_equal(
             result.scores, reference_scores(veason_group(LONG_GROUP), fallback_for_matched=0.25)
@@ -122,6 +149,7 @@ def test_exhausted_retries_take_the_fallback_and_the_worker_comes_back(sam2_serv
         again = s.score([veason_group(RESPONSES[:2])], timeout=120)  # the next request restarts the worker
         np.testing.assert_array_equal(again.scores, reference_scores(veason_group(RESPONSES[:2]), sam2_service))
         assert s.counters()["worker_restarts"] == 1
+    assert f"restarting SAM2 worker (was pid {killed})" in caplog.text
 
 
 def test_a_hung_request_times_out_then_falls_back():

@@ -383,7 +383,7 @@ class RewardScorer:
                     if self._closed:
                         break
                     self._counters.add("worker_restarts")
-                    logger.warning("restarting SAM2 worker (was pid %s)", worker.pid)
+                    logger.warning("restarting SAM2 worker (was pid %s)", worker.last_pid)
                     worker.start()
                 reply = wire.decode(worker.post("/propagate", body, self.request_timeout_s))
                 self._counters.merge(reply["counters"])

@@ -4,7 +4,9 @@ A worker (`python -m vrsjax.services.server`) builds one `SAM2Service`, binds an
 port, prints `VRSJAX_SAM2_WORKER_READY <port>` and answers `POST /propagate` (a `wire` message: frames uint8[T, H, W,
 3] plus jobs `{keyframe, boxes, points, labels}`; the reply holds one bit-packed bool[T, H, W] union mask or one error
 per job), `GET /health` and `GET /stats` (JSON). The frames of one request are encoded once and shared by its jobs.
-Requests over `max_request_bytes` get 413 unread; a stalled client times out; a failing job is retried in the worker
+Each connection has its own thread and SAM2 runs one request at a time, so `/health` answers (with `busy`) even while
+a request runs or a client holds an idle connection open. Requests over `max_request_bytes` get 413 unread, a
+missing Content-Length 411, a malformed one 400; a stalled client times out; a failing job is retried in the worker
 and then reported, never fatal. A worker exits when its parent closes its stdin (so it dies with the trainer). The
 client side, `Worker`, starts a worker, posts with a timeout and stops or restarts it; `RewardScorer` in
 `vrsjax.rewards.scorer` adds the queue, the retries and the fallback. Nothing here imports torch until a worker runs.
@@ -23,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -138,7 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/health":
-            self._reply(200, json.dumps({"ok": True, "pid": os.getpid(), "host": HOST}).encode(), "application/json")
+            health = {"ok": True, "pid": os.getpid(), "host": HOST, "busy": self.server.sam2_lock.locked()}
+            self._reply(200, json.dumps(health).encode(), "application/json")
         elif self.path == "/stats":
             self._reply(200, json.dumps(self.server.counters.snapshot()).encode(), "application/json")
         else:
@@ -149,10 +152,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/propagate":
             self._reply(404, b"unknown path; use POST /propagate", close=True)
             return
-        size = int(self.headers.get("Content-Length") or -1)
-        if size < 0:
+        length = self.headers.get("Content-Length")
+        if length is None:
             self._reply(411, b"Content-Length required", close=True)
             return
+        if not length.strip().isdigit():
+            counters.add("requests_malformed")
+            self._reply(400, f"Content-Length must be a number of bytes, got {length[:40]!r}".encode(), close=True)
+            return
+        size = int(length)
         if size > self.server.max_request_bytes:
             counters.add("requests_too_large")
             message = f"request of {size} bytes exceeds the limit of {self.server.max_request_bytes}"
@@ -167,7 +175,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         counters.add("requests")
         request_counters = Counters()  # sent back, so the client's totals include what happened here
-        results = run_jobs(self.server.service, frames, jobs, retries, request_counters)
+        with self.server.sam2_lock:  # one SAM2 call at a time: the model is not thread-safe, and CPU-bound anyway
+            results = run_jobs(self.server.service, frames, jobs, retries, request_counters)
         counters.merge(request_counters.snapshot())
         reply = {**pack_masks(results), "counters": request_counters.snapshot()}
         self._reply(200, wire.encode(reply), "application/octet-stream")
@@ -183,10 +192,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _WorkerServer(HTTPServer):
+class _WorkerServer(ThreadingHTTPServer):
+    daemon_threads = True  # a client holding a connection open never keeps the worker from exiting
+
     def __init__(self, service: Any, max_request_bytes: int, read_timeout_s: float) -> None:
         super().__init__((HOST, 0), _Handler)
         self.service = service
+        self.sam2_lock = threading.Lock()
         self.max_request_bytes = max_request_bytes
         self.read_timeout_s = read_timeout_s
         self.counters = Counters()
@@ -262,6 +274,7 @@ class Worker:
         self.threads = threads
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
+        self.last_pid: int | None = None  # the newest process's pid, kept after it died or was stopped (for logs)
 
     @property
     def pid(self) -> int | None:
@@ -278,6 +291,7 @@ class Worker:
         if self.threads:
             command += ["--threads", str(self.threads)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.last_pid = self.process.pid
         try:
             self.port = self._await_ready()
         except WorkerError:
