@@ -1,8 +1,9 @@
-"""GRPO loss functions: vrsjax.rl.grpo (jitted JAX) against verl's `core_algos` (PyTorch) where verl is installed.
+"""GRPO loss functions: vrsjax.rl.grpo against verl's `core_algos` (PyTorch) where verl is installed.
 
 The loss math of one Veason-R1 update batch: 128 responses (16 prompts x n=8) of up to 1024 tokens with random
 lengths; group advantages, the low_var_kl (k3) penalty against reference log-probs, the vanilla clipped PPO loss
-with token-mean aggregation, and the gradient of that loss with respect to the log-probs. Both sides run on the
+with token-mean aggregation, and the gradient of that loss with respect to the log-probs. vrsjax's advantages are
+numpy on the host (float64 group statistics), its losses jitted JAX. Both sides run on the
 same float32 inputs on the same CPU threads; values are compared (max |difference|) and times are medians with
 their spread over repeats, after a warm-up (compilation excluded). verl is not a dependency of vrsjax: when
 `import verl` fails, only vrsjax is timed and the section says the comparison was skipped and why.
@@ -165,7 +166,8 @@ def measure(responses: int = 128, tokens: int = 1024, reps: int = 20) -> str:
     lines = [
         f"`python benchmarks/grpo_loss.py` — {machine()}; {versions}, device {jax.devices()[0].platform}.",
         f"{responses} responses ({responses // N} groups of {N}) x {tokens} tokens, random lengths, float32: "
-        f"vrsjax's jitted `vrsjax.rl.grpo` functions vs verl's `verl/trainer/ppo/core_algos.py` on the same inputs; "
+        f"`vrsjax.rl.grpo` (advantages: numpy on the host, float64 group statistics; losses: jitted JAX) vs verl's "
+        "`verl/trainer/ppo/core_algos.py` on the same inputs; "
         f"clip {CLIP}/{CLIP}, dual clip {CLIP_C}, token-mean. Milliseconds per call, {spread_note(reps)} after a "
         "warm-up; ratio = verl median over vrsjax median.",
         "",
