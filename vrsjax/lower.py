@@ -402,7 +402,7 @@ def _grpo_update(s: Settings, config, mesh):
         clip_c=actor.clip_ratio_dual,
         agg_mode=actor.loss_agg_mode,
         entropy_coeff=actor.entropy_coeff,
-        kl_coef=actor.kl_loss_coef,
+        kl_coef=actor.kl_loss_coef if actor.use_kl_loss else 0.0,
         kl_kind=actor.kl_loss_type,
     )
     fn = jax.jit(
@@ -485,18 +485,19 @@ def _sft_update(s: Settings, config, mesh):
     from vrsjax.layers.lora import LoRAParam, add_lora
     from vrsjax.rl.update import optimizer_step
     from vrsjax.sft.config import SFTConfig
-    from vrsjax.sft.trainer import make_sft_optimizer, sft_micro_grads
+    from vrsjax.sft.trainer import make_sft_optimizer, sft_micro_grads, trainable_filter
 
     cfg = SFTConfig()
 
     def lora(model):  # as SFTTrainer.__init__ attaches it
-        add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target, seed=cfg.seed, use_rslora=cfg.use_rslora)
+        options = dict(seed=cfg.seed, use_rslora=cfg.use_rslora, include_vision=not cfg.freeze_vision_tower)
+        add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target, **options)
         for _, layer in nnx.iter_graph(model):
             if isinstance(layer, Linear) and layer.lora_a is not None:
                 layer.lora_dropout = cfg.lora_dropout
 
     model = _abstract_model(config, s.platform, lora=lora if cfg.finetuning_type == "lora" else None)
-    trainable = LoRAParam if cfg.finetuning_type == "lora" else nnx.Param
+    trainable = LoRAParam if cfg.finetuning_type == "lora" else trainable_filter(cfg)
     graphdef, params, frozen = nnx.split(model, trainable, ...)
     params, frozen = _placed(params, mesh), _placed(frozen, mesh)
     optimizer = make_sft_optimizer(cfg, total_steps=1000)
