@@ -8,7 +8,9 @@ tracked forward and backward from it; objects OR-ed or kept apart. Frames come f
 uint8) and are preprocessed exactly as `init_state` preprocesses a JPEG folder, so the masks equal the official ones.
 Group caching: `prepare(frames)` computes each frame's backbone features once, and every response's propagation of
 the group reuses them. SAM2 tracks each object on its own (a batch of one with its own memory), so a masklet is a
-function of (frames, keyframe, prompt) alone: one already computed in the group is reused as is. Calls run under
+function of (frames, keyframe, prompt) alone: one already computed in the group is reused as is. `propagate_group`
+answers all responses of a group in one call, every object tracked through a frame in one batch
+(`vrsjax.services.sam2_group`), equal to the per-object path up to float rounding. Calls run under
 `torch.inference_mode`, with bfloat16 autocast on CUDA and float32 on CPU.
 """
 
