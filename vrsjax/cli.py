@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     from vrsjax.inference.commands import add_parsers  # `infer` and `predict` share their options
 
     add_parsers(sub)
+    _add_debug(parser, False)
     return parser
 
 
@@ -326,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     does for a bad flag); `--debug` re-raises it with its traceback."""
     from vrsjax.errors import UserError
 
-    parser = build_parser()
-    _add_debug(parser, False)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     caught = (UserError, *_FILE_ERRORS, *((ValueError,) if args.command in _CHECKS_INPUT else ()))
     try:
         return args.func(args)
