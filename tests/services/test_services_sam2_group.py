@@ -60,6 +60,24 @@ def test_group_equals_official_per_response_path(sam2_service, jpeg_video, offic
     assert 0 < np.mean([m.mean() for m in masks]) < 1  # the test can tell masks apart
 
 
+def test_points_with_and_without_boxes_in_one_group(sam2_service, jpeg_video):
+    folder, frames = jpeg_video
+    points = np.array([[[30, 20], [5, 40]], [[10, 10], [50, 40]]], dtype=np.float32)
+    labels = np.array([[1, 0], [1, 1]], dtype=np.int32)
+    boxes = np.array([[18, 8, 42, 33], [2, 2, 20, 20]], dtype=np.float32)
+    requests = [
+        {"keyframe": 1, "boxes": boxes, "points": points, "labels": labels},
+        {"keyframe": 3, "points": points[:1], "labels": labels[:1]},
+        {"keyframe": 3, "points": points[:, :1], "labels": labels[:, :1]},  # one point each: multimask on the keyframe
+    ]
+    got = sam2_service.propagate_group(sam2_service.prepare(frames), requests, per_object=True, logits=True)
+    for request, logits in zip(requests, got, strict=True):
+        expected = official_logits(
+            sam2_service, folder, request["keyframe"], request.get("boxes"), request["points"], request["labels"]
+        )
+        assert_close_to_official(logits, expected)
+
+
 def test_exact_group_is_the_official_path_bit_for_bit(sam2_service, jpeg_video, official):
     _, frames = jpeg_video
     got = sam2_service.propagate_group(
