@@ -1,7 +1,8 @@
 """Group sampling: prefill each prompt once, then decode `n` responses per prompt in one compiled loop.
 
-The prompt's keys and values stay un-replicated (`[B, L, K, Dh]`); each decode step attends to them with the
-queries of all `n` group members at once and to the member's own response cache (`[B, n, T, K, Dh]`), so the
+The prompt's keys and values stay un-replicated (`[B, K, L, Dh]`); each decode step (`vrsjax.rollout.decode`)
+attends to them with the queries of all `n` group members at once and to the member's own response cache
+(`[B, n, K, T, Dh]`), so the
 prompt — thousands of vision tokens in Veason-R1 — is neither recomputed nor copied `n` times. Decoding is one
 `lax.while_loop` that stops as soon as every sequence has emitted a stop token. Shapes are bucketed (prompt
 length, cache capacity), so batches of similar size reuse one compilation.
@@ -18,13 +19,13 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from vrsjax.layers.attention import shared_prefix_attention
 from vrsjax.models.qwen2_5_vl.inputs import ModelInputs, prepare_inputs
 from vrsjax.models.qwen2_5_vl.rows import is_per_row, per_row_vision, take_rows
 from vrsjax.models.qwen2_5_vl.vision import bucket
 from vrsjax.parallel.data import batch_ways, group_copies
 from vrsjax.parallel.rules import spec
 from vrsjax.processing.processor import MODEL_KEYS
+from vrsjax.rollout.decode import decode_step, prompt_cache, response_cache
 from vrsjax.rollout.sampling import sample
 
 QWEN_STOP_TOKENS = (151645, 151643)  # <|im_end|>, <|endoftext|>
@@ -231,11 +232,11 @@ def _rollout(
     text = model.model.language_model
     kv_dtype = jnp.dtype(kv_dtype)
     hidden, kvs = text(model.embed(inputs), inputs.position_ids, inputs.attention_mask, return_kv=True)
-    prompt_kv = [(k.astype(kv_dtype), v.astype(kv_dtype)) for k, v in kvs]
+    prompt_kv = [prompt_cache(k, v, kv_dtype) for k, v in kvs]
     prompt_mask = inputs.attention_mask > 0
     b, length = inputs.input_ids.shape
     kv_heads, head_dim = text.config.num_key_value_heads, text.config.head_dim
-    own = [(jnp.zeros((b, n, capacity, kv_heads, head_dim), kv_dtype),) * 2 for _ in prompt_kv]
+    own = [response_cache(b, n, kv_heads, capacity, head_dim, kv_dtype) for _ in prompt_kv]
     logits = jnp.broadcast_to(model.logits(hidden[:, -1])[:, None], (b, n, model.config.text.vocab_size))
     stop_ids = jnp.asarray(stop or (-1,), jnp.int32)
 
@@ -250,7 +251,7 @@ def _rollout(
         tokens = tokens.at[:, :, step].set(token)
         logps = logps.at[:, :, step].set(jnp.where(finished, 0.0, logp))
         finished_now = finished | jnp.isin(token, stop_ids)
-        logits, own = _decode_step(
+        logits, own = decode_step(
             model,
             token,
             jnp.broadcast_to(next_pos[:, None] + step, (b, n)),
@@ -276,28 +277,3 @@ def _rollout(
     before_stop = jnp.cumsum(is_stop, axis=-1) - is_stop == 0
     mask = before_stop & (jnp.arange(max_new_tokens) < step)
     return tokens, logps, mask
-
-
-def _decode_step(model, token, position, step, prompt_kv, prompt_mask, own, kv_dtype):
-    """One token for every group member: int32[B, n] -> (logits float[B, n, V], updated own caches)."""
-    text = model.model.language_model
-    b, n = token.shape
-    x = text.embed_tokens(token.reshape(b * n, 1))
-    cos, sin = text.rotary(jnp.broadcast_to(position.reshape(1, b * n, 1), (3, b * n, 1)))
-    capacity = own[0][0].shape[2]
-    own_valid = jnp.arange(capacity) <= step
-    new_own = []
-    for layer, (pk, pv), (ok, ov) in zip(text.layers, prompt_kv, own, strict=True):
-        attn = layer.self_attn
-        q, k, v = attn.project(layer.input_layernorm(x), cos, sin)
-        ok = jax.lax.dynamic_update_slice(ok, k.reshape(b, n, 1, *k.shape[2:]).astype(kv_dtype), (0, 0, step, 0, 0))
-        ov = jax.lax.dynamic_update_slice(ov, v.reshape(b, n, 1, *v.shape[2:]).astype(kv_dtype), (0, 0, step, 0, 0))
-        own_mask = jnp.broadcast_to(own_valid, (b, n, 1, capacity))
-        o = shared_prefix_attention(
-            q.reshape(b, n, 1, *q.shape[2:]), pk, pv, prompt_mask, ok, ov, own_mask, scale=attn.head_dim**-0.5
-        )
-        x = x + attn.o_proj(o.reshape(b * n, 1, -1).astype(x.dtype))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
-        new_own.append((ok, ov))
-    logits = model.logits(text.norm(x))[:, 0]
-    return logits.reshape(b, n, -1), new_own

@@ -3,12 +3,20 @@
 The returned log-prob is `log_softmax(logits / temperature)[token]` over the whole vocabulary (top-k/top-p only
 restrict which tokens can be drawn), which is what the GRPO trainer recomputes from the same logits. Greedy
 (`temperature == 0`) reports `log_softmax(logits)[token]`.
+
+A token is drawn by inverting the cumulative distribution with two uniforms per row: one picks a block of
+`BLOCK` vocabulary entries in proportion to its mass, the other a token inside that block in proportion to its
+probability — the same distribution as a categorical draw, but two random numbers per row instead of one Gumbel
+number per vocabulary entry (drawing 16 x 8000 Gumbel numbers cost ~15x the rest of the sampling on CPU, more than a
+small model's whole decode step), and only sums and comparisons over the vocabulary, which vectorize.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+BLOCK = 128  # vocabulary entries per block of the two-stage draw: ~sqrt(V) for Qwen's 151,936
 
 
 def filter_logits(z: jax.Array, top_k: int, top_p: float) -> jax.Array:
@@ -28,17 +36,47 @@ def filter_logits(z: jax.Array, top_k: int, top_p: float) -> jax.Array:
     return z
 
 
+def draw(weights: jax.Array, key: jax.Array) -> jax.Array:
+    """float[N, V] non-negative weights (not all 0 in a row) -> int32[N], index i drawn with probability
+    weights[i] / sum(weights); an index of weight 0 is never drawn."""
+    n, vocab = weights.shape
+    blocks = -(-vocab // BLOCK)
+    w = jnp.pad(weights, ((0, 0), (0, blocks * BLOCK - vocab))).reshape(n, blocks, BLOCK)
+    u = jax.random.uniform(key, (n, 2), jnp.float32)
+    block = _invert(w.sum(axis=-1), u[:, 0])
+    inside = jnp.take_along_axis(w, block[:, None, None], axis=1)[:, 0]
+    return block * BLOCK + _invert(inside, u[:, 1])
+
+
+def _invert(w: jax.Array, u: jax.Array) -> jax.Array:
+    """float[N, M] weights, float[N] uniforms in [0, 1) -> int32[N]: the first i with cumsum(w)[i] > u * sum(w).
+    Rounding can put u * sum(w) at or past the last cumulative value; the index is then clamped to the last entry
+    of positive weight, so a weight-0 entry is never returned."""
+    cumulative = jnp.cumsum(w, axis=-1)
+    target = u * cumulative[:, -1]
+    index = jnp.sum(cumulative <= target[:, None], axis=-1)
+    last = jnp.max(jnp.where(w > 0, jnp.arange(w.shape[-1]), 0), axis=-1)
+    return jnp.minimum(index, last).astype(jnp.int32)
+
+
 def sample(
     logits: jax.Array, key: jax.Array, temperature: float, top_k: int = 0, top_p: float = 1.0
 ) -> tuple[jax.Array, jax.Array]:
     """float[N, V] -> (int32[N] tokens, float32[N] log-probs under logits / temperature)."""
-    logits = logits.astype(jnp.float32)
+    z = logits.astype(jnp.float32)
     if temperature == 0:
-        token = jnp.argmax(logits, axis=-1)
-        logp = jax.nn.log_softmax(logits, axis=-1)
+        token = jnp.argmax(z, axis=-1)
     else:
-        z = logits / temperature
-        logp = jax.nn.log_softmax(z, axis=-1)
-        token = jax.random.categorical(key, filter_logits(z, top_k, top_p), axis=-1)
+        z = z / temperature
+    # log_softmax(z)[token] as jax.nn.log_softmax computes it, without writing the [N, V] log-probs out
+    shifted = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    log_total = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
+    if temperature != 0:
+        if top_k or top_p < 1.0:
+            kept = filter_logits(shifted, top_k, top_p)
+            weights = jnp.exp(kept)  # filtered entries underflow to exactly 0
+        else:
+            weights = jnp.exp(shifted)
+        token = draw(weights, key)
     token = token.astype(jnp.int32)
-    return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+    return token, jnp.take_along_axis(shifted, token[:, None], axis=-1)[:, 0] - log_total
