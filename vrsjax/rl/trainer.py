@@ -677,11 +677,14 @@ class GRPOTrainer:
         if jax.process_index() == 0:
             checkpoint.remove_partial(directory, step)
         complete = [s for s in self._checkpoints.all_steps() if s < step]
-        resume = f"step {max(complete)}" if complete else "the start (no complete checkpoint)"
+        rerun = (
+            f"it resumes from step {max(complete)} (trainer.find_last_checkpoint)"
+            if complete
+            else "it starts again from step 0 (no checkpoint was complete)"
+        )
         return CheckpointError(
             f"checkpoint step {step} could not be written to {directory / str(step)}: {checkpoint.cause(error)}. "
-            f"Training stopped; fix the cause (disk space, permissions) and rerun: it resumes from {resume} "
-            "(trainer.find_last_checkpoint)"
+            f"Training stopped; fix the cause (disk space, permissions) and rerun: {rerun}"
         )
 
     def restore(self, directory: str | Path | None = None) -> bool:
