@@ -72,3 +72,13 @@ def group_copies(groups: int, n: int, ways: int) -> int:
         return 1
     copies = ways // math.gcd(groups, ways)
     return copies if n % copies == 0 else 1
+
+
+def to_host(x) -> np.ndarray:
+    """An array -> numpy holding all of it on every process (gathered across processes when its rows are on
+    devices of other processes, as the batch axes place them in a multi-process run)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

@@ -41,7 +41,7 @@ from vrsjax.checkpoint import CheckpointError
 from vrsjax.config import Config, batch_per_device, to_dict
 from vrsjax.layers.lora import LoRAParam, add_lora
 from vrsjax.models.qwen2_5_vl.rows import is_per_row
-from vrsjax.parallel.data import batch_sharding, group_copies
+from vrsjax.parallel.data import batch_sharding, group_copies, to_host
 from vrsjax.parallel.rules import shard_model
 from vrsjax.processing.prompts import veason_prompt
 from vrsjax.progress import progress_bar
@@ -384,7 +384,7 @@ class GRPOTrainer:
         for s in range(0, len(rows), micro):
             fn, args, kwargs = self._log_prob_call(params, prompts, rows, out, slice(s, s + micro), micro)
             logp, _ = fn(*args, **kwargs)
-            chunks.append(np.asarray(logp).reshape(-1, out.tokens.shape[1]))
+            chunks.append(to_host(logp).reshape(-1, out.tokens.shape[1]))  # rows of every process
         return np.concatenate(chunks)
 
     def _log_prob_call(self, params, prompts, rows, out, sl: slice, micro: int):

@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 from vrsjax.models.qwen2_5_vl.inputs import ModelInputs, prepare_inputs
 from vrsjax.models.qwen2_5_vl.rows import is_per_row, per_row_vision, take_rows
 from vrsjax.models.qwen2_5_vl.vision import bucket
-from vrsjax.parallel.data import batch_ways, group_copies
+from vrsjax.parallel.data import batch_ways, group_copies, to_host
 from vrsjax.parallel.rules import spec
 from vrsjax.processing.processor import MODEL_KEYS
 from vrsjax.rollout.decode import decode_step, prompt_cache, response_cache
@@ -98,7 +98,7 @@ def generate(
         pad=pad,
         kv_dtype=kv_dtype or model.config.dtype,
     )
-    tokens, logprobs, mask = (np.asarray(a).reshape(-1, max_new_tokens) for a in out)
+    tokens, logprobs, mask = (to_host(a).reshape(-1, max_new_tokens) for a in out)  # rows of every process
     result = RolloutOutput(tokens, logprobs, mask.astype(np.int32), mask.sum(axis=1).astype(np.int32))
     if processor is not None:
         result.texts = [
