@@ -12,6 +12,13 @@ that also wait for the slowest device: this checks that each mesh shards and com
 speed claim. The 2-process run uses the launch of tests/parallel (a local coordinator, 4 simulated devices each,
 CPU collectives between the processes).
 
+A second part measures the whole GRPO step (`GRPOTrainer.step()`: rollout, old and reference log-probs, update,
+optimizer) with Veason-R1's micro-batches (n = 8, one response per device and micro-batch) on 1, 2, 4 and 8
+simulated devices (mesh fsdp = devices): strong scaling (8 prompts whatever the devices) and weak scaling (one
+prompt per device), as per-device compiled FLOPs (`benchmarks/grpo_flops.py`) and FLOPs efficiency, with the wall
+time of real steps as a sanity check only; and, per pass, per-device FLOPs over (1-device FLOPs / 8) on 8 devices
+for 1, 2 and 8 groups per micro-batch (the table of docs/scaling.md).
+
     python benchmarks/scaling.py [--quick] [--no-write]
 """
 
@@ -254,6 +261,112 @@ def measure_mesh(label: str, axes: tuple[int, int, int], size: Size, model, nnx,
     }
 
 
+GRPO_DEVICES = (1, 2, 4, 8)
+PASS_MESHES = (("data=8", 8, 1), ("fsdp=8", 1, 8))  # the issue's columns; tests/rl also check data=2 x fsdp=4
+
+
+def grpo_worker(out_json: str, quick: bool, parts: str = "scaling,passes") -> None:
+    """Child process (8 simulated devices): GRPO-step scaling and/or the per-pass FLOPs ratios; writes JSON."""
+    import grpo_flops as gf
+    import jax
+
+    from vrsjax.parallel.data import group_copies
+    from vrsjax.parallel.mesh import make_mesh
+    from vrsjax.processing import Processor
+    from vrsjax.testing import write_tiny_checkpoint
+
+    jax.config.update("jax_default_matmul_precision", "float32")
+    with tempfile.TemporaryDirectory() as tmp:
+        layers = dict(text_layers=1, vision_depth=1) if quick else {}
+        path = write_tiny_checkpoint(Path(tmp) / "tiny", seed=0, **layers)
+        proc = Processor.from_pretrained(path)
+        records = []
+        for kind in ("strong", "weak") if "scaling" in parts else ():
+            for d in GRPO_DEVICES:
+                prompts = 8 if kind == "strong" else d
+                data = gf.samples(prompts)
+                mesh = make_mesh(data=1, fsdp=d, devices=jax.devices()[:d])
+                t = gf.make_trainer(path, proc, data, mesh, prompts, 1, Path(tmp) / f"{kind}{d}")
+                flops = gf.step_flops(t, data)
+                seconds = gf.step_seconds(t, 1 if quick else 2)
+                records.append({"kind": kind, "devices": d, "prompts": prompts, "flops": flops, "seconds": seconds})
+                print(f"GRPO step, {kind}, {d} devices: {flops:.3e} FLOPs per device, {min(seconds):.2f} s", flush=True)
+        passes = []
+        for groups in (1, 2, 8) if "passes" in parts else ():
+            data = gf.samples(groups)
+            one = gf.make_trainer(path, proc, data, None, groups, groups * 8, Path(tmp) / "one")
+            single = gf.pass_flops(one, data, groups * 8) | {"rollout": gf.rollout_flops(one, data)}
+            copies = group_copies(groups, gf.N, 8)
+            for label, data_axis, fsdp in PASS_MESHES:
+                mesh = make_mesh(data=data_axis, fsdp=fsdp)
+                t = gf.make_trainer(path, proc, data, mesh, groups, groups, Path(tmp) / "mesh")
+                per_device = gf.pass_flops(t, data, groups * 8) | {"rollout": gf.rollout_flops(t, data)}
+                for name in per_device:
+                    passes.append(
+                        {
+                            "pass": name,
+                            "groups": groups,
+                            "mesh": label,
+                            "ratio": per_device[name] / (single[name] / 8),
+                            "copies": copies,
+                        }
+                    )
+                print(f"{groups} groups, {label}: " + ", ".join(f"{p['pass']} {p['ratio']:.2f}" for p in passes[-3:]))
+    Path(out_json).write_text(json.dumps({"quick": quick, "records": records, "passes": passes}))
+
+
+def grpo_body(result: dict) -> str:
+    """The GRPO-step part of the section: strong and weak scaling, then the per-pass ratios."""
+    base = {r["kind"]: r for r in result["records"] if r["devices"] == 1}
+    scaling = ["| scaling | devices | prompts x n | FLOPs per device | ideal | efficiency | step (s) |"]
+    scaling += ["| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = []
+    for r in result["records"]:
+        one = base[r["kind"]]
+        ideal = one["flops"] / r["devices"] if r["kind"] == "strong" else one["flops"]
+        rows.append(
+            f"| {r['kind']} | {r['devices']} | {r['prompts']} x 8 | {r['flops']:.3e} | {ideal:.3e} | "
+            f"{ideal / r['flops']:.2f} | {statistics.median(r['seconds']):.2f} |"
+        )
+    cells: dict = {}
+    for p in result["passes"]:
+        cells.setdefault((p["pass"], p["groups"]), {})[p["mesh"]] = p
+    table = []
+    for (name, groups), by_mesh in cells.items():
+        ratios = " | ".join(f"{by_mesh[m]['ratio']:.2f}" for m, *_ in PASS_MESHES)
+        table.append(f"| {name} | {groups} | {ratios} | {by_mesh[PASS_MESHES[0][0]]['copies']} |")
+    model = "1 text layer, 1 vision block" if result["quick"] else "2 text layers, 2 vision blocks"
+    return "\n".join(
+        [
+            "### Whole GRPO step (Veason-R1 micro-batches, simulated devices)",
+            "",
+            f"`GRPOTrainer.step()` on the tiny test model ({model}, 2 frames of 56 x 56 per prompt, "
+            f"n = 8, {8} response tokens, KL loss), `micro_batch_size_per_device_for_update` and "
+            "`_for_experience` = 1 as in configs/veason_r1_3b.yaml, mesh fsdp = devices. Per-device FLOPs: the "
+            "compiled programs of one step (rollout prefill + one decode step, old and reference log-prob passes, "
+            "update micro-batches, optimizer), each `compile().cost_analysis()` on the trainer's own arguments. "
+            "Strong scaling keeps 8 prompts; weak scaling gives each device one prompt. Efficiency = ideal / "
+            "per-device FLOPs, ideal = 1-device FLOPs / devices (strong) or 1-device FLOPs (weak). On 1 device a "
+            "micro-batch of 1 response is not a whole group, so the passes run prompt + response per row; from 8 "
+            "devices on, a micro-batch is a whole group and runs the shared-prompt passes, so efficiency can exceed "
+            "1. Step time: median wall seconds of real steps after a warm-up, simulated devices sharing the CPU "
+            "(a sanity check, not a speed claim; this machine was loaded by other jobs).",
+            "",
+            *(scaling + rows if rows else []),
+            "",
+            "Per pass on 8 devices: per-device FLOPs / (1-device FLOPs / 8) for the first micro-batch of G groups "
+            "(rollout: G prompts), 1.0 = no repeated work. A micro-batch with fewer groups than shards repeats each "
+            "prompt on k = 8 / gcd(G, 8) rows (last column), each taking n / k responses: the ratio above 1 is that "
+            "repeated prompt (k - 1 extra prompt passes per group); tests/rl/test_rl_sharded_grpo.py bounds it by "
+            "1.15 + the repeated prompt's FLOPs measured on one device, for these meshes and data=2 x fsdp=4.",
+            "",
+            "| pass | groups per micro-batch | data=8 | fsdp=8 | prompt copies k |",
+            "| --- | --- | --- | --- | --- |",
+            *table,
+        ]
+    )
+
+
 def worker(out_json: str, quick: bool, multi_process: bool) -> None:
     """Child process: JAX starts here with the simulated devices the parent set; writes the records to out_json."""
     import jax
@@ -287,15 +400,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(processes: int, devices_each: int, quick: bool, tmp: Path) -> dict:
-    """Run the worker in `processes` child processes with `devices_each` simulated devices; -> process 0's JSON."""
-    out = tmp / f"scaling_{processes}.json"
+def launch(processes: int, devices_each: int, quick: bool, tmp: Path, mode: str = "--worker", extra=()) -> dict:
+    """Run the worker (`mode`: --worker, or --grpo-worker) in `processes` child processes with `devices_each`
+    simulated devices; -> process 0's JSON."""
+    out = tmp / f"scaling_{processes}{mode}.json"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_", "OMPI_", "TPU_"))}
     base |= {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_each}"}
     root = str(Path(__file__).resolve().parents[1])
-    base["PYTHONPATH"] = os.pathsep.join(p for p in (root, base.get("PYTHONPATH", "")) if p)
+    here = str(Path(__file__).resolve().parent)  # grpo_flops
+    base["PYTHONPATH"] = os.pathsep.join(p for p in (root, here, base.get("PYTHONPATH", "")) if p)
     port = _free_port()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(out)] + ["--quick"] * quick
+    cmd = [sys.executable, str(Path(__file__).resolve()), mode, str(out)] + ["--quick"] * quick + list(extra)
     procs = []
     try:
         for i in range(processes):
@@ -304,7 +419,7 @@ def launch(processes: int, devices_each: int, quick: bool, tmp: Path) -> dict:
                 env |= {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": str(processes)}
                 env |= {"JAX_PROCESS_ID": str(i)}
             procs.append(subprocess.Popen(cmd + ["--multi-process"] * (processes > 1), env=env, cwd=root))
-        deadline = time.monotonic() + DEADLINE_S
+        deadline = time.monotonic() + DEADLINE_S * (4 if mode == "--grpo-worker" else 1)  # ~40 programs to compile
         for p in procs:
             p.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
@@ -386,7 +501,8 @@ def measure(quick: bool = False) -> str:
             multi = launch(2, 4, quick, Path(tmp))
         except (RuntimeError, subprocess.TimeoutExpired, FileNotFoundError) as err:
             reason = f"2-process run did not complete: {err}"
-    return body(single, multi, reason)
+        grpo = grpo_body(launch(1, 8, quick, Path(tmp), "--grpo-worker"))
+    return body(single, multi, reason) + "\n\n" + grpo
 
 
 def run(quick: bool = False) -> str:
@@ -404,7 +520,18 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--multi-process", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--grpo-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--grpo-parts", default="scaling,passes", help="with --grpo-only: scaling, passes or both")
+    parser.add_argument("--grpo-only", action="store_true", help="only the whole-GRPO-step part (printed)")
     args = parser.parse_args()
+    if args.grpo_worker:
+        grpo_worker(args.grpo_worker, args.quick, args.grpo_parts)
+        return
+    if args.grpo_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            parts = ["--grpo-parts", args.grpo_parts]
+            print(grpo_body(launch(1, 8, args.quick, Path(tmp), "--grpo-worker", parts)))
+        return
     if args.worker:
         worker(args.worker, args.quick, args.multi_process)
         return
