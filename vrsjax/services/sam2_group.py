@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,7 +39,6 @@ class Track:
     keyframe: int
     outputs: dict[str, dict[int, dict[str, Any]]]
     logits: torch.Tensor
-    memory_encoded: set[int] = field(default_factory=set)
 
 
 def unsupported(model: Any) -> str | None:
