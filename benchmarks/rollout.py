@@ -1,76 +1,74 @@
-"""Rollout tokens/s: vrsjax group sampling vs transformers `generate(num_return_sequences=8)`, one run.
+"""Rollout tokens/s: vrsjax group sampling vs transformers `generate(num_return_sequences=8)`, in one process.
 
-The `small` config of benchmarks/model_forward.py; 2 prompts x n=8, each 256 text tokens + one 4-frame 224x224
-video, 128 new tokens (stop tokens ignored), temperature 1, top_p 1, same CPU threads. Also the prefill cost for
-n=1 vs n=8 (one new token), to show the shared prompt is not recomputed per group member.
+The same tiny Qwen2.5-VL checkpoint on both sides (`vrsjax.testing.write_tiny_checkpoint`: text hidden 256, 4 layers,
+4/2 heads, vocab 8000), 2 prompts x n=8, 128-token text prompts, 64 new tokens (stop tokens ignored), temperature 1,
+top_p 1, float32, the same CPU threads. The two are called alternately, one call each per repeat, so both see the
+same machine load; wall-clock and process CPU time are both reported (on a machine shared with other jobs the CPU
+time is the steadier of the two). The per-token cost and the fixed cost (prefill, dispatch) are split by also timing
+8 new tokens.
 
-    python benchmarks/rollout.py
+    python benchmarks/rollout.py [--repeats 7]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import time
-from statistics import median
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from model_forward import IDS, small_hf_model  # noqa: E402
 from report import fmt, machine, repeats, spread_note, write_section  # noqa: E402
 
 from vrsjax import rollout  # noqa: E402
 from vrsjax.models import qwen2_5_vl  # noqa: E402
+from vrsjax.testing import write_tiny_checkpoint  # noqa: E402
 
-PROMPTS, N, NEW, TEXT, GRID = 2, 8, 128, 256, (2, 16, 16)
+PROMPTS, N, NEW, SHORT, PROMPT_LEN = 2, 8, 64, 8, 128
+SIZE = dict(hidden_size=256, text_layers=4, vocab_size=8000)
 TITLE = "Rollout (group sampling, CPU)"
 
 
 def batch() -> dict:
     rng = np.random.default_rng(0)
-    n_vid = GRID[0] * GRID[1] * GRID[2] // 4
-    rows = [
-        list(rng.integers(0, 31000, TEXT // 2))
-        + [IDS["vision_start_token_id"]]
-        + [IDS["video_token_id"]] * n_vid
-        + [IDS["vision_end_token_id"]]
-        + list(rng.integers(0, 31000, TEXT // 2))
-        for _ in range(PROMPTS)
-    ]
-    return {
-        "input_ids": np.array(rows, np.int64),
-        "attention_mask": np.ones((PROMPTS, len(rows[0])), np.int64),
-        "pixel_values_videos": rng.normal(size=(PROMPTS * int(np.prod(GRID)), 1176)).astype(np.float32),
-        "video_grid_thw": np.array([GRID] * PROMPTS),
-        "second_per_grid_ts": np.ones(PROMPTS, np.float32),
-    }
+    ids = rng.integers(0, 290, (PROMPTS, PROMPT_LEN)).astype(np.int64)  # plain text ids of the tiny vocabulary
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
 
 
-def time_it(fn, repeats: int = 2) -> list[float]:
-    """Seconds of each of `repeats` calls after one warm-up (compilation for vrsjax)."""
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def measure(new: int = NEW, reps: int = 3) -> str:
-    """Sampling and prefill on both sides with the same weights; -> the section body."""
-    torch.set_num_threads(os.cpu_count())
+def pin_one_core() -> int:
+    """Run this process (XLA's and torch's threads alike) on one CPU: `$VRSJAX_BENCH_CPU`, else the first allowed.
+    On a machine shared with other jobs, torch's multi-threaded kernels spin and wait on busy cores and slow down far
+    more than XLA's (ratios of 30x and more, all load); one core each keeps the comparison about the work done."""
+    cpu = int(os.environ.get("VRSJAX_BENCH_CPU", min(os.sched_getaffinity(0))))
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def measure(reps: int = 7, new: int = NEW) -> str:
+    """Both sides alternately on the same weights, on one core; -> the section body."""
+    cpu = pin_one_core()
+    torch.set_num_threads(1)
     b = batch()
     with tempfile.TemporaryDirectory() as tmp:
-        hf = small_hf_model(tmp)
-        ours = qwen2_5_vl.from_pretrained(tmp)
-    kw = {k: torch.from_numpy(v) for k, v in b.items()}
-    kw["mm_token_type_ids"] = torch.from_numpy(np.where(b["input_ids"] == IDS["video_token_id"], 2, 0))
+        from transformers import Qwen2_5_VLForConditionalGeneration
 
-    def hf_run(n=N, new=new):
+        path = write_tiny_checkpoint(f"{tmp}/tiny", seed=0, tokenizer=False, **SIZE)
+        hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, attn_implementation="sdpa").eval()
+        ours = qwen2_5_vl.from_pretrained(path)
+    kw = {k: torch.from_numpy(v) for k, v in b.items()}
+
+    def hf_run(tokens):
         with torch.no_grad():
             return hf.generate(
                 **kw,
@@ -78,56 +76,74 @@ def measure(new: int = NEW, reps: int = 3) -> str:
                 temperature=1.0,
                 top_p=1.0,
                 top_k=0,
-                num_return_sequences=n,
-                max_new_tokens=new,
-                min_new_tokens=new,
+                num_return_sequences=N,
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
                 pad_token_id=0,
                 eos_token_id=None,
             )
 
-    def jax_run(n=N, new=new):
-        return rollout.generate(ours, b, n=n, max_new_tokens=new, temperature=1.0, top_p=1.0, seed=0, stop_token_ids=())
+    def jax_run(tokens):
+        return rollout.generate(ours, b, n=N, max_new_tokens=tokens, temperature=1.0, top_p=1.0, stop_token_ids=())
 
-    tokens = PROMPTS * N * new
-    hf_times, jx_times = time_it(hf_run, max(1, reps - 1)), time_it(jax_run, reps)
-    prefill = {n: median(time_it(lambda n=n: jax_run(n, 1), reps)) for n in (1, N)}
-    hf_prefill = {n: median(time_it(lambda n=n: hf_run(n, 1), reps)) for n in (1, N)}
-    t_hf, t_jx = median(hf_times), median(jx_times)
-    hf_rate, jx_rate = fmt([tokens / t for t in hf_times], 1), fmt([tokens / t for t in jx_times], 1)
-    print(f"transformers {hf_rate} tok/s, vrsjax {jx_rate} tok/s, x{t_hf / t_jx:.2f}")
-    print(
-        f"prefill+1 token, n=1 vs n={N}: vrsjax {prefill[1]:.3f}s / {prefill[N]:.3f}s, "
-        f"transformers {hf_prefill[1]:.3f}s / {hf_prefill[N]:.3f}s"
-    )
+    runs = {("hf", t): [] for t in (new, SHORT)} | {("jax", t): [] for t in (new, SHORT)}
+    for tokens in (new, SHORT):  # warm-up (compilation for vrsjax)
+        hf_run(tokens), jax_run(tokens)
+    for _ in range(reps):
+        for tokens in (new, SHORT):
+            runs["hf", tokens].append(timed(lambda t=tokens: hf_run(t)))
+            runs["jax", tokens].append(timed(lambda t=tokens: jax_run(t)))
+
+    def col(side, tokens, i):
+        return [r[i] for r in runs[side, tokens]]
+
+    total = PROMPTS * N * new
+    med = {key: (float(np.median([r[0] for r in v])), float(np.median([r[1] for r in v]))) for key, v in runs.items()}
+    ratio_wall = med["hf", new][0] / med["jax", new][0]
+    ratio_cpu = med["hf", new][1] / med["jax", new][1]
+    split = {}
+    for side in ("hf", "jax"):
+        per_token = (med[side, new][0] - med[side, SHORT][0]) / (new - SHORT)
+        split[side] = (per_token * 1000, (med[side, SHORT][0] - SHORT * per_token) * 1000)
+    load = os.getloadavg()[0]
+    print(f"transformers {total / med['hf', new][0]:.0f} tok/s, vrsjax {total / med['jax', new][0]:.0f} tok/s")
+    print(f"ratio wall x{ratio_wall:.2f}, cpu x{ratio_cpu:.2f}; load average {load:.1f}")
+    rate = {side: fmt([total / w for w in col(side, new, 0)], 0) for side in ("hf", "jax")}
+    cpu = {side: fmt(col(side, new, 1), 3) for side in ("hf", "jax")}
+    wall = {side: fmt(col(side, new, 0), 3) for side in ("hf", "jax")}
     return f"""
 `python benchmarks/rollout.py` — {machine()}; jax {jax.__version__}, torch {torch.__version__}
-({torch.get_num_threads()} threads). The `small` model of the forward benchmark, {PROMPTS} prompts x n={N}, each
-{TEXT} text tokens + one 4-frame 224x224 video ({GRID[0] * GRID[1] * GRID[2] // 4} vision tokens), {new} new tokens
-with stop tokens ignored, temperature 1, top_p 1, float32; transformers `generate(num_return_sequences={N})`
-(sdpa) vs `vrsjax.rollout.generate` (compilation excluded). Tokens/s: {spread_note(len(jx_times))} for vrsjax,
-{spread_note(len(hf_times))} for transformers; prefill times are medians; ratio = median over median.
+(1 thread), both pinned to CPU {cpu} (one core, in turn); load average {load:.1f} at the end (the machine is
+shared with other jobs: read the CPU-time ratio alongside the wall-clock one). The same tiny Qwen2.5-VL
+checkpoint on both sides (text
+hidden 256, 4 layers, 4/2 heads, vocab 8000), {PROMPTS} prompts x n={N}, {PROMPT_LEN}-token text prompts, {new} new
+tokens with stop tokens ignored, temperature 1, top_p 1, float32; transformers `generate(num_return_sequences={N})`
+(sdpa) vs `vrsjax.rollout.generate` (compilation excluded), called alternately; {spread_note(reps)}.
 
 | | transformers | vrsjax | ratio |
 | --- | --- | --- | --- |
-| tokens/s ({tokens} tokens) | {hf_rate} | {jx_rate} | x{t_hf / t_jx:.2f} |
-| prefill + 1 token, n=1 (s) | {hf_prefill[1]:.3f} | {prefill[1]:.3f} | |
-| prefill + 1 token, n={N} (s) | {hf_prefill[N]:.3f} | {prefill[N]:.3f} | |
+| tokens/s ({total} tokens, wall) | {rate["hf"]} | {rate["jax"]} | **{ratio_wall:.2f}x** |
+| wall time per call (s) | {wall["hf"]} | {wall["jax"]} | |
+| process CPU time per call (s) | {cpu["hf"]} | {cpu["jax"]} | {ratio_cpu:.2f}x |
+| per decode step, all {PROMPTS * N} rows (ms) | {split["hf"][0]:.2f} | {split["jax"][0]:.2f} | |
+| fixed: prefill + dispatch (ms) | {split["hf"][1]:.1f} | {split["jax"][1]:.1f} | |
 
-vrsjax prefills each prompt once and shares its KV across the group, so its n={N} prefill costs
-x{prefill[N] / prefill[1]:.2f} the n=1 one; transformers expands the prompt {N} times before prefill
-(x{hf_prefill[N] / hf_prefill[1]:.2f}).
+Per step and fixed cost from the medians at {new} and {SHORT} new tokens. vrsjax prefills each prompt once and
+shares its KV cache across the group; transformers expands the prompt {N} times before its prefill.
 """
 
 
 def run(quick: bool = False) -> str:
     """The suite's entry point (quick: 16 new tokens, 2 repeats); writes the section and returns its body."""
-    body = measure(16, repeats(2)) if quick else measure(NEW, repeats(3))
+    body = measure(repeats(2), 16) if quick else measure(repeats(7))
     write_section(TITLE, body)
     return body
 
 
 def main() -> None:
-    write_section(TITLE, measure())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    write_section(TITLE, measure(parser.parse_args().repeats))
 
 
 if __name__ == "__main__":

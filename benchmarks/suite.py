@@ -41,6 +41,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("rollout", "group sampling vs transformers generate"),
     ("grpo_loss", "GRPO loss functions vs verl's core_algos (where installed)"),
     ("grpo_step", "GRPO step, per-sequence vs shared-prompt passes"),
+    ("grpo_vs_trl", "GRPO step vs TRL GRPOTrainer (when trl is installed)"),
     ("reward", "SAM2 cached group vs the official per-response path"),
     ("xmem", "XMem propagation vs the official implementation"),
     ("data", "grain pipeline vs direct JSON + JPEG + RLE reading"),

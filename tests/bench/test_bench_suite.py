@@ -111,3 +111,15 @@ def test_accelerator_is_skipped_on_cpu_and_its_arithmetic():
     attention = 6 * t.num_hidden_layers * 16 * 128 * 1024 * 1024
     lm_head = 6 * 151936 * 2048 * 256
     assert accelerator.train_flops(config, 1, 1024, 256) == 6 * layer * 36 * 1024 + lm_head + attention
+
+
+def test_grpo_vs_trl_is_registered_and_skips_without_trl(monkeypatch):
+    import importlib.util
+
+    import grpo_vs_trl
+
+    assert "grpo_vs_trl" in dict(suite.available())
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
+    body = grpo_vs_trl.measure(1, ["text"])
+    assert body.startswith("**Skipped:** trl is not installed") and "pip install -e .[bench]" in body
