@@ -346,10 +346,12 @@ def grpo_body(result: dict) -> str:
             "compiled programs of one step (rollout prefill + one decode step, old and reference log-prob passes, "
             "update micro-batches, optimizer), each `compile().cost_analysis()` on the trainer's own arguments. "
             "Strong scaling keeps 8 prompts; weak scaling gives each device one prompt. Efficiency = ideal / "
-            "per-device FLOPs, ideal = 1-device FLOPs / devices (strong) or 1-device FLOPs (weak). On 1 device a "
-            "micro-batch of 1 response is not a whole group, so the passes run prompt + response per row; from 8 "
-            "devices on, a micro-batch is a whole group and runs the shared-prompt passes, so efficiency can exceed "
-            "1. Step time: median wall seconds of real steps after a warm-up, simulated devices sharing the CPU "
+            "per-device FLOPs, ideal = 1-device FLOPs / devices (strong) or 1-device FLOPs (weak). Below 8 devices "
+            "a micro-batch of 1 response per device is not a whole group, so the passes run prompt + response per "
+            "row; on 8 it is one group, run by the shared-prompt passes with the prompt repeated on every device "
+            "(k = 8), which costs each device the same prompt + one response: no work is replicated either way, "
+            "and the shared prompt saves nothing at these micro-batch sizes (see the rule in docs/scaling.md). "
+            "Step time: median wall seconds of real steps after a warm-up, simulated devices sharing the CPU "
             "(a sanity check, not a speed claim; this machine was loaded by other jobs).",
             "",
             *(scaling + rows if rows else []),
@@ -358,7 +360,7 @@ def grpo_body(result: dict) -> str:
             "(rollout: G prompts), 1.0 = no repeated work. A micro-batch with fewer groups than shards repeats each "
             "prompt on k = 8 / gcd(G, 8) rows (last column), each taking n / k responses: the ratio above 1 is that "
             "repeated prompt (k - 1 extra prompt passes per group); tests/rl/test_rl_sharded_grpo.py bounds it by "
-            "1.15 + the repeated prompt's FLOPs measured on one device, for these meshes and data=2 x fsdp=4.",
+            "1.15 x (1-device FLOPs of the same layout, prompts repeated) / 8, for these meshes and data=2 x fsdp=4.",
             "",
             "| pass | groups per micro-batch | data=8 | fsdp=8 | prompt copies k |",
             "| --- | --- | --- | --- | --- |",
