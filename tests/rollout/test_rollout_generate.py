@@ -175,3 +175,16 @@ def test_empty_prompt_is_an_error(tiny):
     batch["attention_mask"][1] = 0
     with pytest.raises(ValueError, match=r"empty prompt in rows \[1\]"):
         rollout.generate(model, batch, max_new_tokens=4)
+
+
+def test_two_stage_draw_follows_the_weights_and_never_draws_a_zero():
+    """Weights over 3 blocks and a partial one (V = 3 * BLOCK + 5), whole zero blocks, zeros at block edges."""
+    from vrsjax.rollout.sampling import BLOCK, draw
+
+    vocab = 3 * BLOCK + 5
+    w = np.zeros(vocab, np.float32)
+    w[[0, BLOCK - 1, 2 * BLOCK, 3 * BLOCK + 4]] = [0.4, 0.1, 0.3, 0.2]  # block 1 is all zero, the tail is partial
+    tokens = np.asarray(draw(jax.numpy.broadcast_to(jax.numpy.asarray(w), (100_000, vocab)), jax.random.key(0)))
+    assert set(np.unique(tokens)) <= set(np.flatnonzero(w))
+    freq = np.bincount(tokens, minlength=vocab)[np.flatnonzero(w)] / tokens.size
+    np.testing.assert_allclose(freq, [0.4, 0.1, 0.3, 0.2], atol=0.01)
