@@ -6,6 +6,11 @@ once per group (`[B, L]`), the responses (`[B, n, T]`) go through with `shared_p
 per-layer keys/values plus their own causal keys, and the first response token is predicted from the prompt's last
 hidden state. The math is the per-sequence forward's, so log-probs, losses and gradients (which flow from all n
 responses into the shared prompt activations) are equal to the naive path.
+
+Nothing here knows about devices: rows are split by how the trainer lays them out. With fewer groups than batch
+shards it passes each prompt k times with n / k responses per row (`GRPOTrainer._groups`), the rows sharded over
+data x fsdp, so every device runs its own copy of the prompt for its own responses and the parameter gradients of
+the copies add up to the single prompt's.
 """
 
 from __future__ import annotations
