@@ -299,7 +299,7 @@ def pin_one_core() -> int:
 def measure(reps: int, only: list[str]) -> str:
     if importlib.util.find_spec("trl") is None:
         return skipped("trl is not installed (pip install -e .[bench] installs trl==1.16.0); no TRL comparison")
-    cpu = pin_one_core()
+    core = pin_one_core()
     import jax
     import torch
     import trl
@@ -314,18 +314,25 @@ def measure(reps: int, only: list[str]) -> str:
     load = os.getloadavg()[0]
     return f"""
 `python benchmarks/grpo_vs_trl.py` — {machine()}; jax {jax.__version__}, torch {torch.__version__}
-(1 thread), trl {trl.__version__}; both sides pinned to CPU {cpu} (one core, in turn); load average
+(1 thread), trl {trl.__version__}; both sides pinned to CPU {core} (one core, in turn); load average
 {load:.1f} at the end (the machine is shared with other jobs; steps alternate, so both sides see the same load).
 The same tiny Qwen2.5-VL checkpoint
 (text hidden 256, 4 layers, vocab 8000), {PROMPTS} prompts x {N} responses of {NEW} forced tokens, float32, KL
 {KL} with a reference, one AdamW step; same passes on both sides (old log-probs from the generation). Times in
-seconds: {spread_note(reps)} steps after a warm-up step; ratio = TRL median / vrsjax median.
+seconds, {spread_note(reps)} (steps, after a warm-up step); ratio = TRL median / vrsjax median.
 
 | setting | phase | TRL `GRPOTrainer` | vrsjax | ratio |
 | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
 Settings: text = text-only prompts; image = one 224x224 image per prompt; veason = 4 frames of 448x448 per prompt.
+
+Where the time goes: TRL repeats each prompt, its images included, n = {N} times and runs every pass (generation's
+prefill, the reference pass, the policy forward and backward) over the {PROMPTS * N} full sequences, with the vision
+tower on every copy; its update (forward + backward + AdamW) is the largest phase. vrsjax runs each prompt and its
+images once per group in all three passes (the rollout's shared prefill, `shared_log_probs`, `shared_micro_grads`)
+and decodes in one compiled loop, so its advantage grows with the prompt's share of the sequence: smallest
+text-only, larger with images, largest with Veason's 4 frames.
 """
 
 
