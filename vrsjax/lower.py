@@ -344,7 +344,7 @@ def _forward_logits(graphdef, state, inputs):
 
 
 def _decode(s: Settings, config, mesh):
-    """One step of the rollout's decode loop (`vrsjax.rollout.generate._decode_step`, the body of its jitted
+    """One step of the rollout's decode loop (`vrsjax.rollout.decode.decode_step`, the body of its jitted
     while loop): a token for each of the n members of every group against the group's prompt KV cache (once per
     group) and the members' own caches."""
     from vrsjax.models.qwen2_5_vl.vision import bucket
@@ -352,10 +352,10 @@ def _decode(s: Settings, config, mesh):
     graphdef, state = nnx.split(_abstract_model(config, s.platform))
     t, b, dt = config.text, s.prompts, s.dtype
     capacity = bucket(s.response, 8)
-    kv = ("batch", "length", "act_heads", None)
-    prompt_shape = (b, s.prompt_len, t.num_key_value_heads, t.head_dim)
+    kv = ("batch", "act_heads", "length", None)  # the rollout's cache layouts: [B, K, L, Dh] and [B, n, K, S, Dh]
+    prompt_shape = (b, t.num_key_value_heads, s.prompt_len, t.head_dim)
     prompt_kv = [(_value(prompt_shape, dt, mesh, kv),) * 2] * t.num_hidden_layers
-    own_shape = (b, s.n, capacity, t.num_key_value_heads, t.head_dim)
+    own_shape = (b, s.n, t.num_key_value_heads, capacity, t.head_dim)
     own = [(_value(own_shape, dt, mesh, ("batch", None, *kv[1:])),) * 2] * t.num_hidden_layers
     group = ("batch", None)
     args = (
@@ -372,7 +372,7 @@ def _decode(s: Settings, config, mesh):
 
 
 def _decode_step(graphdef, state, token, position, step, prompt_kv, prompt_mask, own, *, kv_dtype):
-    from vrsjax.rollout.generate import _decode_step as decode_step
+    from vrsjax.rollout.decode import decode_step
 
     model = nnx.merge(graphdef, state)
     return decode_step(model, token, position, step, prompt_kv, prompt_mask, own, kv_dtype)
