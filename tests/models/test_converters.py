@@ -59,7 +59,7 @@ def test_bfloat16_conversion(tiny_dirs, tmp_path):
 
 def test_existing_output_is_refused(tiny_dirs, tmp_path):
     main(["convert", "hf-to-vrsjax", str(tiny_dirs["legacy"]), str(tmp_path / "vj")])
-    with pytest.raises(FileExistsError, match="params exists"):
+    with pytest.raises(SystemExit, match="vrsjax convert: .*params exists; choose an empty output directory"):
         main(["convert", "hf-to-vrsjax", str(tiny_dirs["legacy"]), str(tmp_path / "vj")])
 
 
