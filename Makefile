@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/vrsjax demo
 
+# Two processes: in one process of ~1,100 tests, XLA's CPU compiler segfaulted at the same SFT test twice
+# (2026-12-04; each half passes alone). The second half is the training loop, rollout, server and services.
+TEST_LATER := tests/rl tests/rollout tests/serve tests/services
 test: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q $(addprefix --ignore=,$(TEST_LATER))
+	$(PY) -m pytest $(TEST_LATER) -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vrsjax converters tests benchmarks
