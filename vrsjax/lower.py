@@ -383,7 +383,6 @@ def _grpo_update(s: Settings, config, mesh):
     actor's gradients through the shared-prompt passes (`vrsjax.rl.update.shared_log_probs`,
     `shared_micro_grads`), then the optimizer step (`vrsjax.rl.update.optimizer_step`, sharding-preserving)."""
     from vrsjax.config import load_config
-    from vrsjax.rl import grpo
     from vrsjax.rl.update import make_optimizer, optimizer_step
 
     cfg = load_config(None, [])
@@ -396,15 +395,9 @@ def _grpo_update(s: Settings, config, mesh):
     b, n, t = s.prompts, s.n, s.response
     prompts = video_inputs(config, mesh, b, s.prompt_len, s.prompt_len)
     rows = ("batch", None)
-    loss_config = grpo.LossConfig(
-        clip_low=actor.clip_low,
-        clip_high=actor.clip_high,
-        clip_c=actor.clip_ratio_dual,
-        agg_mode=actor.loss_agg_mode,
-        entropy_coeff=actor.entropy_coeff,
-        kl_coef=actor.kl_loss_coef if actor.use_kl_loss else 0.0,
-        kl_kind=actor.kl_loss_type,
-    )
+    from vrsjax.rl.trainer import actor_loss_config
+
+    loss_config = actor_loss_config(actor)
     fn = jax.jit(
         functools.partial(
             _grpo_micro_step,

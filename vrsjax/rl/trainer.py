@@ -83,6 +83,19 @@ class NonFiniteError(RuntimeError):
     pass
 
 
+def actor_loss_config(actor) -> grpo.LossConfig:
+    """The policy loss settings of `worker.actor` (EasyR1 names), as the trainer and `vrsjax lower` use them."""
+    return grpo.LossConfig(
+        clip_low=actor.clip_low,
+        clip_high=actor.clip_high,
+        clip_c=actor.clip_ratio_dual,
+        agg_mode=actor.loss_agg_mode,
+        entropy_coeff=actor.entropy_coeff,
+        kl_coef=actor.kl_loss_coef if actor.use_kl_loss else 0.0,
+        kl_kind=actor.kl_loss_type,
+    )
+
+
 def sample_from_example(ex: dict) -> GRPOSample:
     """A Veason-R1 training example (`vrsjax.data.examples.train_example`, or one item of the grain pipeline
     `vrsjax.data.pipeline.train_dataset`) -> GRPOSample."""
@@ -166,15 +179,7 @@ class GRPOTrainer:
             as_ref = lambda x: jnp.copy(x) if x.dtype == ref_dtype else x.astype(ref_dtype)  # noqa: E731
             self.ref_params = jax.tree.map(as_ref, self.params) if need_ref else None
         self.opt_state = self.optimizer.init(self.params)
-        self.loss_config = grpo.LossConfig(
-            clip_low=actor.clip_low,
-            clip_high=actor.clip_high,
-            clip_c=actor.clip_ratio_dual,
-            agg_mode=actor.loss_agg_mode,
-            entropy_coeff=actor.entropy_coeff,
-            kl_coef=actor.kl_loss_coef if actor.use_kl_loss else 0.0,
-            kl_kind=actor.kl_loss_type,
-        )
+        self.loss_config = actor_loss_config(actor)
         self.remat = actor.model.enable_gradient_checkpointing
         self.step_count, self.data_position, self.skips_in_a_row, self.skipped = 0, 0, 0, 0
         self.loaded = 0  # samples this process read from the data (its shard)
