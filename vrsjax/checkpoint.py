@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import sys
+import traceback
 from pathlib import Path
 
 import jax
@@ -131,5 +132,18 @@ class _OrbaxUnraisable:
 
     def __call__(self, unraisable) -> None:
         code = getattr(unraisable.object, "cr_code", None)
-        if code is None or not _from_orbax(code.co_filename):
-            self.previous(unraisable)
+        if code is not None and _from_orbax(code.co_filename):
+            return  # a read coroutine orbax created and abandoned when another read failed
+        if _into_closed_loop(unraisable):
+            return
+        self.previous(unraisable)
+
+
+def _into_closed_loop(unraisable) -> bool:
+    """True for tensorstore completing one of orbax's abandoned reads after orbax closed the event loop that was
+    waiting for it (orbax closes its loop as soon as one read fails; the others still finish on tensorstore's
+    threads and hand their result to the closed loop, once per array)."""
+    if not isinstance(unraisable.exc_value, RuntimeError) or str(unraisable.exc_value) != "Event loop is closed":
+        return False
+    frames = [frame.f_code.co_name for frame, _ in traceback.walk_tb(unraisable.exc_traceback)]
+    return "call_soon_threadsafe" in frames

@@ -70,12 +70,11 @@ def test_a_failed_checkpoint_write_ends_the_run_with_one_line_then_resume_contin
     if fault == "mkdir":  # the rerun with that checkpoint damaged and none older: refused in one line, kept
         largest = max((run / "checkpoints" / "1" / "state").rglob("d/*"), key=lambda p: p.stat().st_size)
         os.truncate(largest, largest.stat().st_size // 2)
-        code, lines = run_cli("none", run, recipe)
-        # Known, not yet fixed: after a failed read, tensorstore may still complete orbax's pending reads while the
-        # process exits, and each reports "Event loop is closed" from C++ into the closed loop (timing-dependent).
-        noise = {"Traceback (most recent call last):", "self._check_closed()", "RuntimeError: Event loop is closed"}
-        extra = [line for line in lines[1:] if line not in noise and "asyncio/base_events.py" not in line]
-        assert code == 1 and not [x for x in extra if "raise RuntimeError('Event loop is closed')" not in x], lines
+        # tensorstore finishing orbax's abandoned reads into its closed loop used to add "Event loop is closed"
+        # tracebacks here, one per array, timing-dependent (checkpoint.quiet_orbax drops them): run it three times
+        for _ in range(3):
+            code, lines = run_cli("none", run, recipe)
+            assert code == 1 and len(lines) == 1, lines
         assert lines[0].startswith(f"vrsjax train-grpo: checkpoint {run / 'checkpoints' / '1'} cannot be restored: ")
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1"]
     if fault == "write":  # the rerun: from step 1, step 2's line (written before its checkpoint failed) replaced
